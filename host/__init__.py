@@ -1,0 +1,1 @@
+"""Host driver: one client for boards (/dev/tty*) and the Verilator harness (socket://)."""

@@ -1,0 +1,1 @@
+"""Amaranth hardware: ternary accumulate array, vector pipeline, sequencer, link, SoC tops."""

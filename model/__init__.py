@@ -1,0 +1,1 @@
+"""Models of the math: the float PyTorch reference and the integer golden model."""

@@ -1,0 +1,1 @@
+"""Simulation: the Verilator harness of the SoC top and the cocotb runner helpers."""
