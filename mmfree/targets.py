@@ -1,0 +1,177 @@
+"""Target descriptions: lane arrangement, memory shapes and limits, per board.
+
+One place that the compiler (tiling, packing, capacity checks) and the
+hardware (array and memory generators, SoC tops) both read. A target is a
+:class:`Target`; :func:`get` looks one up by name and lists the known names
+when the name is wrong.
+
+Memories (docs/architecture.md):
+
+``wmem``  packed ternary weights, one word per TAC tile (``rows * cols`` trits);
+``cmem``  16-bit constants: C16 weight vectors, P16 lower bounds, embedding
+          codes (int8 codes two per word) and embedding PF scales;
+``vmem``  32-bit vectors (V32): residual, temporaries, recurrent state;
+``qbuf``  int8 activation codes, three vectors of ``max_input`` codes;
+``pmem``  64-bit program words.
+
+``depth=None`` means "sized to the model" (the ``sim`` target).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .errors import MmfreeError
+
+#: trits per byte of the base-3 packing, and bits per trit of the 2-bit packing
+B3_TRITS_PER_BYTE = 5
+PACKINGS = ("b3", "2b")
+
+
+@dataclasses.dataclass(frozen=True)
+class Memory:
+    """One on-chip memory: ``depth`` words of ``width`` bits (``depth=None``: sized to fit)."""
+
+    name: str
+    width: int
+    depth: int | None
+
+    def __post_init__(self):
+        if self.width <= 0:
+            raise ValueError(f"memory {self.name}: width must be positive, got {self.width}")
+        if self.depth is not None and self.depth <= 0:
+            raise ValueError(f"memory {self.name}: depth must be positive or None, got {self.depth}")
+
+    @property
+    def bits(self) -> int | None:
+        return None if self.depth is None else self.depth * self.width
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """An accelerator configuration.
+
+    Parameters
+    ----------
+    name : str
+    rows, cols : int
+        TAC tile: ``rows`` output rows x ``cols`` input columns per cycle;
+        ``lanes = rows * cols`` ternary add/subtract/skip operations per cycle.
+    vec_lanes : int
+        Elements per cycle of the vector passes (statistics, quantization).
+    packing : {"b3", "2b"}
+        Weight packing: base 3, 5 trits per byte; or 2 bits per trit.
+    emb_bits : {8, 16}
+        Embedding code width.
+    topk : int
+        Candidates reported per step.
+    max_input : int
+        Longest projection input (qbuf length), i.e. max(d, I).
+    memories : tuple of Memory
+    board : str or None
+        amaranth-boards platform name for bitstream targets.
+    clock_hz : int or None
+        Core clock the bitstream is built for.
+    """
+
+    name: str
+    rows: int
+    cols: int
+    vec_lanes: int
+    packing: str
+    emb_bits: int
+    topk: int
+    max_input: int | None
+    memories: tuple[Memory, ...]
+    board: str | None = None
+    clock_hz: int | None = None
+    description: str = ""
+
+    def __post_init__(self):
+        for f in ("rows", "cols", "vec_lanes", "topk"):
+            v = getattr(self, f)
+            if not isinstance(v, int) or v <= 0:
+                raise ValueError(f"target {self.name}: {f} must be a positive integer, got {v!r}")
+        if self.packing not in PACKINGS:
+            raise ValueError(f"target {self.name}: packing must be one of {PACKINGS}, got {self.packing!r}")
+        if self.emb_bits not in (8, 16):
+            raise ValueError(f"target {self.name}: emb_bits must be 8 or 16, got {self.emb_bits!r}")
+        names = [m.name for m in self.memories]
+        for need in ("wmem", "cmem", "vmem", "pmem"):
+            if need not in names:
+                raise ValueError(f"target {self.name}: missing memory {need!r}")
+
+    @property
+    def lanes(self) -> int:
+        return self.rows * self.cols
+
+    @property
+    def wmem_word_bits(self) -> int:
+        """Bits of one packed tile word."""
+        if self.packing == "b3":
+            return 8 * -(-self.lanes // B3_TRITS_PER_BYTE)
+        return 2 * self.lanes
+
+    def memory(self, name: str) -> Memory:
+        for m in self.memories:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+    def with_lanes(self, rows: int, cols: int) -> "Target":
+        """The same target with another tile shape (``--lanes``); the weight memory keeps its bits."""
+        t = dataclasses.replace(self, rows=rows, cols=cols)
+        w = self.memory("wmem")
+        if w.depth is None:
+            mems = tuple(dataclasses.replace(m, width=t.wmem_word_bits) if m.name == "wmem" else m
+                         for m in self.memories)
+        else:
+            depth = w.bits // t.wmem_word_bits
+            mems = tuple(dataclasses.replace(m, width=t.wmem_word_bits, depth=depth) if m.name == "wmem" else m
+                         for m in self.memories)
+        return dataclasses.replace(t, memories=mems)
+
+
+def _sim() -> Target:
+    t = Target(name="sim", rows=16, cols=16, vec_lanes=16, packing="b3", emb_bits=16, topk=8, max_input=None,
+               memories=(Memory("wmem", 8 * 52, None), Memory("cmem", 16, None), Memory("vmem", 32, None),
+                         Memory("pmem", 64, None)),
+               description="Verilator model; memories sized to the model")
+    return t
+
+
+def _ulx3s() -> Target:
+    # ECP5-85F: 208 DP16KD block RAMs (2048 x 9 bits each; 8 bits used for
+    # packed bytes). 256 lanes -> 52-byte tile words -> 52 BRAMs per 2048
+    # words; 3 x 2048 words = 156 BRAMs = 1,572,864 trits. The rest: cmem
+    # 32768 x 16 (32 BRAMs: int8 embedding + C16 vectors), vmem 4096 x 32
+    # (8), qbuf 3 x 1024 x 8 (2), pmem 512 x 64 (4), sigmoid table (1):
+    # 203 of 208.
+    return Target(name="ulx3s-85f", rows=16, cols=16, vec_lanes=16, packing="b3", emb_bits=8, topk=8,
+                  max_input=1024,
+                  memories=(Memory("wmem", 8 * 52, 3 * 2048), Memory("cmem", 16, 32768),
+                            Memory("vmem", 32, 4096), Memory("pmem", 64, 512)),
+                  board="ulx3s-85f", clock_hz=100_000_000,
+                  description="Radiona ULX3S with ECP5 LFE5U-85F")
+
+
+def _icebreaker() -> Target:
+    # iCE40 UP5K: weights in the four 16K x 16 SPRAMs (128 KB = 655,360
+    # trits at 5 per byte); cmem/vmem/pmem in the 30 EBRs (4 Kbit each).
+    return Target(name="icebreaker", rows=4, cols=5, vec_lanes=1, packing="b3", emb_bits=8, topk=4,
+                  max_input=512,
+                  memories=(Memory("wmem", 32, 32768), Memory("cmem", 16, 4096),
+                            Memory("vmem", 32, 1024), Memory("pmem", 64, 128)),
+                  board="icebreaker", clock_hz=24_000_000,
+                  description="1BitSquared iCEBreaker with iCE40 UP5K")
+
+
+TARGETS = {t.name: t for t in (_sim(), _ulx3s(), _icebreaker())}
+
+
+def get(name: str) -> Target:
+    """The target called ``name``; an unknown name lists the known ones."""
+    try:
+        return TARGETS[name]
+    except KeyError:
+        raise MmfreeError(f"unknown target {name!r}; known targets: {', '.join(TARGETS)}") from None
