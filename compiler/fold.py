@@ -78,12 +78,12 @@ def embedding_codes(e: np.ndarray, bits: int = 16) -> tuple[np.ndarray, np.ndarr
 
 
 def lower_bounds_p16(raw: np.ndarray) -> np.ndarray:
-    """``cumsum(softmax(raw, 0)) - softmax(raw, 0)[0]`` in float64, as P16."""
+    """``cumsum(softmax(raw, 0)) - softmax(raw, 0)[0]`` in float64, as P16 clamped to 65535 (16 bits)."""
     raw = np.asarray(raw, dtype=np.float64)
     p = np.exp(raw - raw.max(axis=0, keepdims=True))
     p /= p.sum(axis=0, keepdims=True)
     lb = np.cumsum(p, axis=0) - p[0]
-    return np.clip(np.floor(lb * nx.ONE + 0.5), 0, nx.ONE).astype(np.int64)
+    return np.clip(np.floor(lb * nx.ONE + 0.5), 0, nx.ONE - 1).astype(np.int64)
 
 
 def fold(config: ModelConfig, tensors: dict[str, np.ndarray], emb_bits: int = 16) -> CompiledModel:
