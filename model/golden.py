@@ -61,6 +61,57 @@ def topk(acc: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return order, np.take_along_axis(acc, order, axis=-1)
 
 
+def input_stage(b, cu, projections, tag: str = "", trace: dict | None = None, dequant: bool = True) -> list:
+    """BitLinear input stage and matrices of one group (docs/numerics.md section 4).
+
+    ``b`` is the V32 base vector [B, n]; ``cu`` the C16 RMS weight or None;
+    ``projections`` a list of ``(name, t, cv, k)`` with ``t`` the ternary
+    codes [rows, n] (any dtype; float32 is fastest). Returns, per projection,
+    the V32 outputs [B, rows] (``dequant=True``) or ``(acc, scale_m, scale_e)``.
+    """
+    sb = nx.block_shift(b)
+    bs = nx.shr_floor(b, sb[:, None])
+    u = bs if cu is None else nx.rshr(bs * cu, 15)
+    t = (u * u).sum(axis=-1)
+    sqrt_t, et = nx.sumsq_sqrt(t)
+    if trace is not None:
+        trace.update({f"{tag}.b": b, f"{tag}.sb": sb, f"{tag}.sumsq": t, f"{tag}.sqrt": sqrt_t, f"{tag}.et": et})
+    outs = []
+    for name, tmat, cv, k in projections:
+        q, m16, sh = nx.quantize_a8(bs * cv)
+        acc = nx.ternary_matvec(tmat, q)
+        s_m, s_e = nx.output_scale(k, m16, sh, sqrt_t, et)
+        if trace is not None:
+            trace.update({f"{tag}.{name}.q": q, f"{tag}.{name}.m16": m16, f"{tag}.{name}.sh": sh,
+                          f"{tag}.{name}.acc": acc, f"{tag}.{name}.scale_m": s_m, f"{tag}.{name}.scale_e": s_e})
+        if dequant:
+            y = nx.dequantize(acc, s_m, s_e)
+            if trace is not None:
+                trace[f"{tag}.{name}.y"] = y
+            outs.append(y)
+        else:
+            outs.append((acc, s_m, s_e))
+    return outs
+
+
+def mlgru(i_pre, f_pre, g_pre, h, lb):
+    """MLGRU epilogue (docs/numerics.md section 6): returns ``(h', g * silu(h'), f, i)``.
+
+    ``lb`` is the layer's P16 lower bound vector, or None (layer 0 / none).
+    """
+    f = nx.sigmoid_q(f_pre)
+    if lb is not None:
+        f = lb + nx.rshr((nx.ONE - lb) * f, nx.FRAC)
+    i = nx.mul_p16(nx.silu_q(i_pre), nx.ONE - f)
+    h = nx.sat(nx.mul_p16(h, f) + i)
+    return h, nx.mul_v32(g_pre, nx.silu_q(h)), f, i
+
+
+def glu(gate, up):
+    """GLU epilogue: ``sat32(rshr(silu_q(gate) * up, 16))``."""
+    return nx.mul_v32(nx.silu_q(gate), up)
+
+
 class GoldenModel:
     """Steps a compiled model one token at a time, keeping the recurrent state.
 
@@ -97,39 +148,10 @@ class GoldenModel:
         m = self.model
         return nx.dequantize(m.emb_codes[tokens].astype(np.int64), m.emb_m[tokens], m.emb_e[tokens])
 
-    def input_stage(self, b: np.ndarray, group: InputGroup, tag: str, trace: dict | None,
-                    dequant: bool = True) -> list:
-        """BitLinear input stage and matrices of one group (docs/numerics.md section 4).
-
-        Returns, per projection, the V32 outputs (``dequant=True``) or
-        ``(acc, scale_m, scale_e)``.
-        """
-        sb = nx.block_shift(b)
-        bs = nx.shr_floor(b, sb[:, None])
-        u = bs if group.cu is None else nx.rshr(bs * group.cu, 15)
-        t = (u * u).sum(axis=-1)
-        sqrt_t, et = nx.sumsq_sqrt(t)
-        if trace is not None:
-            trace.update({f"{tag}.b": b, f"{tag}.sb": sb, f"{tag}.sumsq": t, f"{tag}.sqrt": sqrt_t,
-                          f"{tag}.et": et})
-        outs = []
-        for p in group.projections:
-            short = p.name.rsplit(".", 1)[-1]
-            q, m16, sh = nx.quantize_a8(bs * p.cv)
-            acc = nx.ternary_matvec(self._tf[p.name], q)
-            s_m, s_e = nx.output_scale(p.k, m16, sh, sqrt_t, et)
-            if trace is not None:
-                trace.update({f"{tag}.{short}.q": q, f"{tag}.{short}.m16": m16, f"{tag}.{short}.sh": sh,
-                              f"{tag}.{short}.acc": acc, f"{tag}.{short}.scale_m": s_m,
-                              f"{tag}.{short}.scale_e": s_e})
-            if dequant:
-                y = nx.dequantize(acc, s_m, s_e)
-                if trace is not None:
-                    trace[f"{tag}.{short}.y"] = y
-                outs.append(y)
-            else:
-                outs.append((acc, s_m, s_e))
-        return outs
+    def input_stage(self, b, group: InputGroup, tag: str, trace: dict | None, dequant: bool = True) -> list:
+        """:func:`input_stage` on a compiled group."""
+        return input_stage(b, group.cu, [(p.name.rsplit(".", 1)[-1], self._tf[p.name], p.cv, p.k)
+                                         for p in group.projections], tag, trace, dequant)
 
     def step(self, tokens, trace: bool = False) -> StepResult:
         """Advance every stream by one token; returns the LM-head result."""
@@ -146,19 +168,13 @@ class GoldenModel:
         for l, layer in enumerate(self.model.layers):
             tag = f"L{l}"
             i_pre, f_pre, g_pre = self.input_stage(x, layer.attn, f"{tag}.attn", tr)
-            f = nx.sigmoid_q(f_pre)
-            if layer.lower_bound is not None:
-                lb = layer.lower_bound
-                f = lb + nx.rshr((nx.ONE - lb) * f, nx.FRAC)
-            i = nx.mul_p16(nx.silu_q(i_pre), nx.ONE - f)
-            h = nx.sat(nx.mul_p16(self.state[l], f) + i)
+            h, bo, f, i = mlgru(i_pre, f_pre, g_pre, self.state[l], layer.lower_bound)
             self.state[l] = h
-            bo = nx.mul_v32(g_pre, nx.silu_q(h))
             (o,) = self.input_stage(bo, layer.out, f"{tag}.out", tr)
             r = nx.sat(x + o)
             (gu,) = self.input_stage(r, layer.mlp, f"{tag}.mlp", tr)
             gate, up = np.split(gu, 2, axis=-1)
-            p = nx.mul_v32(nx.silu_q(gate), up)
+            p = glu(gate, up)
             (dn,) = self.input_stage(p, layer.down, f"{tag}.down", tr)
             x = nx.sat(r + dn)
             if tr is not None:
