@@ -34,15 +34,20 @@ def ternarize(w: np.ndarray) -> tuple[np.ndarray, float]:
     return t, beta
 
 
-def _projection(name: str, w: np.ndarray, wv: np.ndarray, eu: int) -> Projection:
-    t, beta = ternarize(w)
+def ternarize_all(config: ModelConfig, tensors: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, float]]:
+    """The *ternarize* step: ``weight key -> (codes, beta)`` for every BitLinear matrix (LM head included)."""
+    return {k: ternarize(tensors[k]) for k in config.ternary_keys()}
+
+
+def _projection(name: str, w, wv: np.ndarray, eu: int) -> Projection:
+    t, beta = w if isinstance(w, tuple) else ternarize(w)
     cv, ev = nx.c16_from_float(wv)
-    n = w.shape[1]
+    n = t.shape[1]
     k = beta / 127.0 * math.sqrt(n) * 2.0 ** (eu - ev - 15) * nx.ONE
     return Projection(name=name, t=t, cv=cv, k=nx.pf_from_float(k))
 
 
-def _group(cu_w: np.ndarray | None, projs: list[tuple[str, np.ndarray, np.ndarray]]) -> InputGroup:
+def _group(cu_w: np.ndarray | None, projs: list[tuple]) -> InputGroup:
     if cu_w is None:
         cu, eu = None, 15
     else:
@@ -50,7 +55,7 @@ def _group(cu_w: np.ndarray | None, projs: list[tuple[str, np.ndarray, np.ndarra
     ps = []
     for name, w, own_norm in projs:
         wv = own_norm.astype(np.float64) * (1.0 if cu_w is None else cu_w.astype(np.float64))
-        ps.append(_projection(name, w, wv, eu))
+        ps.append(_projection(name, w, wv, eu))  # w: float weights, or (codes, beta) from ternarize_all
     return InputGroup(cu=cu, projections=ps)
 
 
@@ -86,28 +91,34 @@ def lower_bounds_p16(raw: np.ndarray) -> np.ndarray:
     return np.clip(np.floor(lb * nx.ONE + 0.5), 0, nx.ONE - 1).astype(np.int64)
 
 
-def fold(config: ModelConfig, tensors: dict[str, np.ndarray], emb_bits: int = 16) -> CompiledModel:
+def fold(config: ModelConfig, tensors: dict[str, np.ndarray], emb_bits: int = 16,
+         ternary: dict[str, tuple[np.ndarray, float]] | None = None) -> CompiledModel:
     """Ternarize every projection and fold norms and scales (see module doc).
 
     ``emb_bits`` (8 or 16) is the embedding code width; targets short of
     block RAM use 8 (docs/numerics.md section 2 gives the cost in accuracy).
+    ``ternary`` is the output of :func:`ternarize_all` when the *ternarize*
+    step ran separately (the result is the same either way).
     """
+    def w(key):
+        return ternary[key] if ternary is not None else tensors[key]
+
     lbs = lower_bounds_p16(tensors["model.lower_bounds"]) if config.use_lower_bound else None
     layers = []
     for l in range(config.num_hidden_layers):
         p = f"model.layers.{l}."
         g = lambda k: tensors[p + k]  # noqa: E731
         attn = _group(g("attn_norm.weight"), [
-            (p + f"attn.{n}_proj", g(f"attn.{n}_proj.weight"), g(f"attn.{n}_proj.norm.weight")) for n in "ifg"])
+            (p + f"attn.{n}_proj", w(p + f"attn.{n}_proj.weight"), g(f"attn.{n}_proj.norm.weight")) for n in "ifg"])
         out = _group(g("attn.g_norm.weight"), [
-            (p + "attn.o_proj", g("attn.o_proj.weight"), g("attn.o_proj.norm.weight"))])
+            (p + "attn.o_proj", w(p + "attn.o_proj.weight"), g("attn.o_proj.norm.weight"))])
         mlp = _group(g("mlp_norm.weight"), [
-            (p + "mlp.gate_proj", g("mlp.gate_proj.weight"), g("mlp.gate_proj.norm.weight"))])
+            (p + "mlp.gate_proj", w(p + "mlp.gate_proj.weight"), g("mlp.gate_proj.norm.weight"))])
         down = _group(None, [
-            (p + "mlp.down_proj", g("mlp.down_proj.weight"), g("mlp.down_proj.norm.weight"))])
+            (p + "mlp.down_proj", w(p + "mlp.down_proj.weight"), g("mlp.down_proj.norm.weight"))])
         lb = lbs[l] if (lbs is not None and l > 0) else None
         layers.append(CompiledLayer(attn=attn, out=out, mlp=mlp, down=down, lower_bound=lb))
     head = _group(tensors["model.norm.weight"], [
-        ("lm_head", tensors["lm_head.weight"], tensors["lm_head.norm.weight"])])
+        ("lm_head", w("lm_head.weight"), tensors["lm_head.norm.weight"])])
     codes, ms, es = embedding_codes(tensors["model.embeddings.weight"], emb_bits)
     return CompiledModel(config=config, emb_codes=codes, emb_m=ms, emb_e=es, layers=layers, head=head)

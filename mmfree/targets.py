@@ -22,19 +22,22 @@ from __future__ import annotations
 import dataclasses
 
 from .errors import MmfreeError
-
-#: trits per byte of the base-3 packing, and bits per trit of the 2-bit packing
-B3_TRITS_PER_BYTE = 5
-PACKINGS = ("b3", "2b")
+from .packing import B3_TRITS_PER_BYTE, PACKINGS, word_bits  # noqa: F401  (re-exported)
 
 
 @dataclasses.dataclass(frozen=True)
 class Memory:
-    """One on-chip memory: ``depth`` words of ``width`` bits (``depth=None``: sized to fit)."""
+    """One on-chip memory: ``depth`` words of ``width`` bits (``depth=None``: sized to fit).
+
+    ``init`` says whether the memory's initial contents are part of the
+    bitstream (block RAM), so that ``ecpbram``/``icebram`` can patch them;
+    iCE40 SPRAM, for one, cannot be initialised and is loaded over the link.
+    """
 
     name: str
     width: int
     depth: int | None
+    init: bool = True
 
     def __post_init__(self):
         if self.width <= 0:
@@ -108,9 +111,7 @@ class Target:
     @property
     def wmem_word_bits(self) -> int:
         """Bits of one packed tile word."""
-        if self.packing == "b3":
-            return 8 * -(-self.lanes // B3_TRITS_PER_BYTE)
-        return 2 * self.lanes
+        return word_bits(self.lanes, self.packing)
 
     def memory(self, name: str) -> Memory:
         for m in self.memories:
@@ -120,7 +121,13 @@ class Target:
 
     def with_lanes(self, rows: int, cols: int) -> "Target":
         """The same target with another tile shape (``--lanes``); the weight memory keeps its bits."""
-        t = dataclasses.replace(self, rows=rows, cols=cols)
+        return self._with_tile(dataclasses.replace(self, rows=rows, cols=cols))
+
+    def with_packing(self, packing: str) -> "Target":
+        """The same target with another weight packing (``--packing``); the weight memory keeps its bits."""
+        return self._with_tile(dataclasses.replace(self, packing=packing))
+
+    def _with_tile(self, t: "Target") -> "Target":
         w = self.memory("wmem")
         if w.depth is None:
             mems = tuple(dataclasses.replace(m, width=t.wmem_word_bits) if m.name == "wmem" else m
@@ -160,7 +167,7 @@ def _icebreaker() -> Target:
     # trits at 5 per byte); cmem/vmem/pmem in the 30 EBRs (4 Kbit each).
     return Target(name="icebreaker", rows=4, cols=5, vec_lanes=1, packing="b3", emb_bits=8, topk=4,
                   max_input=512,
-                  memories=(Memory("wmem", 32, 32768), Memory("cmem", 16, 4096),
+                  memories=(Memory("wmem", 32, 32768, init=False), Memory("cmem", 16, 4096),
                             Memory("vmem", 32, 1024), Memory("pmem", 64, 128)),
                   board="icebreaker", clock_hz=24_000_000,
                   description="1BitSquared iCEBreaker with iCE40 UP5K")
