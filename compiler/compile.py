@@ -120,6 +120,7 @@ def compile_checkpoint(ckpt, target: str | Target = "sim", out=None, keep_steps:
         t0 = now
         say(f"  {step:<10} {secs[step]:7.2f} s")
 
+    say(f"compiling {ckpt} for {tgt.name}")
     # load, then lay out and check capacity before anything is written
     config, tensors = load_checkpoint(ckpt)
     layout = lay.plan(config, tgt, emb_bits)
@@ -170,8 +171,8 @@ def compile_checkpoint(ckpt, target: str | Target = "sim", out=None, keep_steps:
 def summary(res: CompileResult) -> list[str]:
     m = res.manifest
     t = m["target"]
-    lines = [f"compiled {m['checkpoint']} for {t['name']} ({t['rows']}x{t['cols']} lanes, {t['packing']}, "
-             f"{m['emb_bits']}-bit embedding) -> {res.out}"]
+    lines = [f"wrote {res.out}: {t['name']}, {t['rows']}x{t['cols']} lanes, {t['packing']} packing, "
+             f"{m['emb_bits']}-bit embedding"]
     for name, c in m["capacity"].items():
         avail = "sized to fit" if c["available_words"] is None else \
             f"of {c['available_words']} ({c['percent']:.1f} %)"

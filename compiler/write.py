@@ -58,6 +58,10 @@ def write(out: Path, compiled: CompiledModel, layout: Layout, images: Images, pr
     """Write everything to ``out``; returns the manifest."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    # drop patch files a previous compile into the same directory may have left (only our own names)
+    for name in IMAGE_MEMORIES:
+        for stale in (out / "bram" / f"{name}.hex", out / "bram" / f"{name}.from.hex"):
+            stale.unlink(missing_ok=True)
     t = layout.target
     words = image_words(images)
     widths = {m: t.memory(m).width for m in IMAGE_MEMORIES}

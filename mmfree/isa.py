@@ -12,9 +12,13 @@ memories fit:
             or top-k for the LM head).
 ``END``     the token is done; the top-k of the last TOPK epilogue is the result.
 
-Encoding: word 0 holds the opcode in bits [7:0]. Multi-word instructions
-carry their operands in the following words; :func:`decode` checks every
-field. Addresses are word addresses in the named memory.
+Encoding: word 0 holds the opcode in bits [7:0]; its other fields give the
+instruction's size. Operands follow in the next words (bit positions in
+each class's docstring and in docs/isa.md); unnamed bits are reserved and
+must be zero. :func:`decode` checks every field and names the bad word;
+:func:`disassemble` prints a listing. Addresses are word addresses in the
+named memory: vmem addresses and lengths are 24 bits, cmem and wmem
+addresses 32 bits.
 """
 
 from __future__ import annotations
