@@ -47,18 +47,19 @@ def resolve(path: str | Path) -> Path:
 def _read_tensors(ckpt: Path) -> dict[str, np.ndarray]:
     st, pt = ckpt / SAFETENSORS, ckpt / TORCH_BIN
     if st.exists():
-        from safetensors import SafetensorError
-        from safetensors.numpy import load_file
+        from safetensors import SafetensorError, safe_open
 
         try:
-            return _to_float(load_file(str(st)), st)
+            # safe_open maps the file; each tensor is copied out once (peak ~1x the file).
+            with safe_open(str(st), framework="numpy") as f:
+                return _to_float({k: f.get_tensor(k) for k in f.keys()}, st)
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"{st}: unreadable safetensors file ({str(e).splitlines()[0]})") from None
         except TypeError:
             # bfloat16 has no numpy dtype: read through torch instead.
             from safetensors.torch import load_file as load_torch
 
-            return _to_float({k: v for k, v in load_torch(str(st)).items()}, st)
+            return _to_float(load_torch(str(st)), st)
     if pt.exists():
         import torch
 
