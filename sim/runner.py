@@ -127,33 +127,42 @@ def verilator_bin() -> Path:
     return path
 
 
+def _expand(base, value):
+    """(name, value) per plain port of one signature member; struct payloads split into fields."""
+    if isinstance(value, data.View) and isinstance(data.Layout.cast(value.shape()), data.StructLayout):
+        for field_name, _ in data.Layout.cast(value.shape()):
+            yield from _expand(f"{base}_{field_name}", value[field_name])
+    elif isinstance(value, ValueCastable):
+        yield base, Value.cast(value.as_value())
+    else:
+        yield base, Value.cast(value)
+
+
+def _plain_map(parts: Mapping[str, wiring.Component]) -> dict[str, tuple[str, Value]]:
+    """Plain port name -> ("i" or "o", the component's value)."""
+    ports: dict[str, tuple[str, Value]] = {}
+    for prefix, comp in parts.items():
+        if not isinstance(comp, wiring.Component):
+            raise TypeError(f"run_cocotb needs amaranth.lib.wiring.Component designs; "
+                            f"{prefix or 'the design'} is {type(comp).__name__}")
+        for path, member, value in comp.signature.flatten(comp):
+            direction = "i" if member.flow == wiring.In else "o"
+            base = "_".join(str(p) for p in ((prefix,) if prefix else ()) + tuple(path))
+            for name, inner in _expand(base, value):
+                if name in ports or name in ("clk", "rst"):
+                    raise ValueError(f"plain port name {name!r} is used twice; rename a member")
+                ports[name] = (direction, inner)
+    return ports
+
+
 class _PlainTop(Elaboratable):
     """Submodules with every signature member re-exported under a plain port name."""
 
     def __init__(self, parts: Mapping[str, wiring.Component]):
         self.parts = dict(parts)
-        self.ports: dict[str, tuple[Signal, str, Value]] = {}   # name -> (port, "i"/"o", inner)
-        for prefix, comp in self.parts.items():
-            if not isinstance(comp, wiring.Component):
-                raise TypeError(f"run_cocotb needs amaranth.lib.wiring.Component designs; "
-                                f"{prefix or 'the design'} is {type(comp).__name__}")
-            for path, member, value in comp.signature.flatten(comp):
-                direction = "i" if member.flow == wiring.In else "o"
-                base = "_".join(str(p) for p in ((prefix,) if prefix else ()) + tuple(path))
-                for name, inner in self._expand(base, value):
-                    if name in self.ports or name in ("clk", "rst"):
-                        raise ValueError(f"plain port name {name!r} is used twice; rename a member")
-                    self.ports[name] = (Signal(len(inner), name=name), direction, inner)
-
-    @staticmethod
-    def _expand(base, value):
-        if isinstance(value, data.View) and isinstance(data.Layout.cast(value.shape()), data.StructLayout):
-            for field_name, _ in data.Layout.cast(value.shape()):
-                yield from _PlainTop._expand(f"{base}_{field_name}", value[field_name])
-        elif isinstance(value, ValueCastable):
-            yield base, Value.cast(value.as_value())
-        else:
-            yield base, Value.cast(value)
+        self.ports: dict[str, tuple[Signal, str, Value]] = {
+            name: (Signal(len(inner), name=name), direction, inner)
+            for name, (direction, inner) in _plain_map(self.parts).items()}
 
     def elaborate(self, platform):
         m = Module()
@@ -166,7 +175,7 @@ class _PlainTop(Elaboratable):
 
 def plain_ports(design) -> list[str]:
     """The plain top-level port names :func:`run_cocotb` gives ``design`` (besides ``clk``, ``rst``)."""
-    return list(_PlainTop(_parts(design)).ports)
+    return list(_plain_map(_parts(design)))
 
 
 def _parts(design) -> dict[str, wiring.Component]:

@@ -19,7 +19,7 @@ from amaranth.sim import Simulator
 from mmfree import protocol
 from mmfree.hw.crc import CRC16
 from mmfree.hw.framer import FrameDecoder, FrameEncoder
-from mmfree.sim.runner import run_cocotb
+from mmfree.sim.runner import plain_ports, run_cocotb
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD = REPO / "build" / "cocotb"
@@ -70,6 +70,11 @@ def test_framer_ports():
     m = Module()                 # a decoder's outputs plug straight into an encoder (an echo path)
     wiring.connect(m, d.header, e.header)
     wiring.connect(m, d.payload, e.payload)
+    # the plain port names tests/cocotb/test_framer.py drives
+    names = plain_ports({"dec": FrameDecoder(timeout=5), "enc": FrameEncoder()})
+    for n in ("dec_i_payload", "dec_header_payload_opcode", "dec_header_payload_length", "dec_payload_payload_last",
+              "dec_error_valid", "enc_header_ready", "enc_payload_payload_data", "enc_o_ready"):
+        assert n in names
 
 
 @pytest.mark.parametrize("kw, msg", [
