@@ -12,6 +12,7 @@ with its weights shows up), non-float dtypes, NaN or Inf.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -64,18 +65,35 @@ def _read_tensors(ckpt: Path) -> dict[str, np.ndarray]:
         import torch
 
         try:
-            sd = torch.load(str(pt), map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():   # torch warns on stderr about pickle protocols
+                warnings.simplefilter("ignore")
+                sd = torch.load(str(pt), map_location="cpu", weights_only=True)
         except Exception as e:  # torch raises many types for a bad pickle
-            raise CheckpointError(f"{pt}: unreadable PyTorch file ({str(e).splitlines()[0]})") from None
+            raise CheckpointError(f"{pt}: unreadable PyTorch file ({_torch_load_error(e)})") from None
         if not isinstance(sd, dict):
             raise CheckpointError(f"{pt}: expected a state dict, got {type(sd).__name__}")
         return _to_float(sd, pt)
     raise CheckpointError(f"{ckpt}: no {SAFETENSORS} or {TORCH_BIN}")
 
 
+def _torch_load_error(e: Exception) -> str:
+    """A short cause for a failed ``torch.load``, without torch's advice to unpickle unsafely."""
+    msg = str(e)
+    marker = "WeightsUnpickler error:"
+    if marker in msg:
+        detail = next((ln.strip() for ln in msg.split(marker, 1)[1].splitlines() if ln.strip()), "")
+        return f"not a plain tensor file: {detail}" if detail else "not a plain tensor file"
+    first = next((ln.strip() for ln in msg.splitlines() if ln.strip()), "")
+    if isinstance(e, EOFError) and not first:
+        return "file is empty or truncated"
+    return first or type(e).__name__
+
+
 def _to_float(tensors: dict, source: Path) -> dict[str, np.ndarray]:
     out = {}
     for k, v in tensors.items():
+        if not (hasattr(v, "detach") or isinstance(v, np.ndarray)):
+            raise CheckpointError(f"{source}: entry {k!r} is a {type(v).__name__}, not a tensor")
         if hasattr(v, "detach"):  # torch tensor (bf16/fp16/fp32)
             if not v.is_floating_point():
                 raise CheckpointError(f"{source}: tensor {k!r} has dtype {v.dtype}, expected a float type")
@@ -87,19 +105,57 @@ def _to_float(tensors: dict, source: Path) -> dict[str, np.ndarray]:
     return out
 
 
+def _shape_fields(key: str, ndim: int) -> tuple[str, ...]:
+    """The config field behind each dimension of an expected tensor (for error messages)."""
+    if key in ("model.embeddings.weight", "lm_head.weight"):
+        return ("vocab_size", "hidden_size")
+    if key == "model.lower_bounds":
+        return ("num_hidden_layers", "hidden_size")
+    if key.endswith("mlp.gate_proj.weight"):
+        return ("intermediate_size", "hidden_size")
+    if key.endswith("mlp.down_proj.weight"):
+        return ("hidden_size", "intermediate_size")
+    if key.endswith("mlp.down_proj.norm.weight"):
+        return ("intermediate_size",)
+    return ("hidden_size",) * ndim
+
+
+def _layer_hint(key: str, config: ModelConfig) -> str:
+    """`` (config says num_hidden_layers: L)`` for a layer tensor, else ``""``."""
+    if key.startswith("model.layers."):
+        try:
+            int(key.split(".")[2])
+        except ValueError:
+            return ""
+        return f" (config says num_hidden_layers: {config.num_hidden_layers})"
+    return ""
+
+
 def validate(config: ModelConfig, tensors: dict[str, np.ndarray], source: str = "checkpoint") -> None:
-    """Check names, shapes and values against the config; raise on the first defect."""
+    """Check names, shapes and values against the config; raise on the first defect.
+
+    Every message is one line naming the tensor and, where the config decides
+    it, the config field (``num_hidden_layers``, ``vocab_size`` ...).
+    """
     expected = config.tensor_shapes()
     for key, shape in expected.items():
         if key not in tensors:
             hint = ""
             if key == "model.lower_bounds":
                 hint = " (config says use_lower_bound: true)"
+            elif key.startswith("model.layers."):
+                layer = ".".join(key.split(".")[:3]) + "."
+                if not any(k.startswith(layer) for k in tensors):   # the whole layer is absent
+                    hint = _layer_hint(key, config)
             raise CheckpointError(f"{source}: missing tensor {key!r}{hint}")
         got = tuple(tensors[key].shape)
         if got != shape:
+            fields = _shape_fields(key, len(shape))
+            if len(got) == len(shape):
+                fields = tuple(dict.fromkeys(f for f, a, b in zip(fields, got, shape) if a != b))
+            hint = ", ".join(f"{f}: {getattr(config, f)}" for f in dict.fromkeys(fields))
             raise CheckpointError(
-                f"{source}: tensor {key!r} has shape {list(got)}, config implies {list(shape)}")
+                f"{source}: tensor {key!r} has shape {list(got)}, config implies {list(shape)} ({hint})")
     for key in tensors:
         if key not in expected and not key.endswith(_IGNORED_SUFFIXES):
             hint = ""
@@ -108,7 +164,7 @@ def validate(config: ModelConfig, tensors: dict[str, np.ndarray], source: str = 
             elif key.startswith("model.layers."):
                 try:
                     if int(key.split(".")[2]) >= config.num_hidden_layers:
-                        hint = f" (config says num_hidden_layers: {config.num_hidden_layers})"
+                        hint = _layer_hint(key, config)
                 except ValueError:
                     pass
             raise CheckpointError(f"{source}: unexpected tensor {key!r}{hint}")

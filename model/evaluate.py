@@ -67,14 +67,16 @@ def streams_from(data: np.ndarray, tokens: int, streams: int) -> np.ndarray:
 def evaluate(ckpt, tokens: int = 32768, streams: int = 32, emb_bits: int = 16,
              data: np.ndarray | None = None) -> EvalReport:
     """Run float and golden over the same held-out streams (see module doc)."""
+    from .checkpoint import load_checkpoint, load_reference
+
+    config, tensors = load_checkpoint(ckpt)   # first: a bad checkpoint fails before torch loads
+
     import torch
 
     from mmfree.compiler.fold import fold
 
-    from .checkpoint import load_checkpoint, load_reference
     from .golden import GoldenModel
 
-    config, tensors = load_checkpoint(ckpt)
     if data is None:
         if config.vocab_size != 256:
             raise MmfreeError(f"model vocabulary is {config.vocab_size}; held-out evaluation needs a "

@@ -10,8 +10,17 @@ through one token step by step.
 Tokens are processed in batches of independent streams (``[B]`` tokens,
 ``[B, d]`` state per layer), so evaluation is fast; the hardware runs B = 1.
 With ``trace=True`` every intermediate vector and scalar of the step is
-recorded in :attr:`StepResult.trace` under a stable name, e.g.
-``"L0.attn.q"``, ``"L0.h"``, ``"head.acc"``.
+recorded in :attr:`StepResult.trace` under a stable name:
+
+* ``embed``; per layer ``L{l}.{f,i,h,r,p,x}`` (gate, gated input, state,
+  mid residual, GLU product, layer output);
+* per input stage ``{stage}.{b,sb,sumsq,sqrt,et}`` with ``stage`` one of
+  ``L{l}.attn``, ``L{l}.out``, ``L{l}.mlp``, ``L{l}.down``, ``head``;
+* per projection ``{stage}.{proj}.{q,m16,sh,acc,scale_m,scale_e}`` and,
+  except for the head, ``{stage}.{proj}.y``; ``proj`` is the checkpoint
+  name's last part (``i_proj``, ``f_proj``, ``g_proj``, ``o_proj``,
+  ``gate_proj``, ``down_proj``, ``lm_head``), e.g. ``"L0.attn.i_proj.q"``,
+  ``"head.lm_head.acc"``.
 """
 
 from __future__ import annotations
