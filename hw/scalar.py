@@ -1,0 +1,267 @@
+"""Per-vector scalar arithmetic of the BitLinear input stage (docs/numerics.md section 4).
+
+Three small sequential units, one per operation, so the sequencer can
+overlap them (the square root of the RMS statistic while the quantizer
+reciprocals are computed, and so on):
+
+| unit | computes (numpy form) | cycles, request to response |
+|---|---|---|
+| :class:`QuantRecip` | ``M -> (R, M16, sh)`` as :func:`mmfree.numerics.quantize_a8` | ``|sh| + 17`` (at most 32) |
+| :class:`SumSqSqrt` | ``t -> (sqrt_t, et)``, :func:`mmfree.numerics.sumsq_sqrt` | ``|et|/2 + 18`` (at most 33) |
+| :class:`OutputScale` | ``-> (m_S, e_S)``, :func:`mmfree.numerics.output_scale` | ``bitlen(Qr*m_k) + 3`` (34..36 for a normalized ``m_k``) |
+
+Cycle counts run from the clock edge that accepts the request to the first
+edge at which ``resp.valid`` is high. Each unit has a request stream ``req``
+and a response stream ``resp``: ``req.ready`` is high only while the unit is
+idle; a request is accepted on a cycle with ``req.valid & req.ready``; the
+response is then computed one step per cycle and held on ``resp``
+(``resp.valid`` high) until ``resp.ready``, after which the unit is idle
+again. One operation is in flight at a time.
+No unit has a combinational divider, square root or priority encoder: the
+normalizations are one-bit (two-bit for ``et``) shift loops, the divisions
+restoring, the square root digit by digit. The only multiplier is
+``OutputScale``'s 17 x 16 ``Qr * m_k`` (one DSP). On an ECP5 (yosys, nextpnr
+out of context) the three take about 140, 120 and 160 flip-flops and
+200-260 LUTs each and run at 180, 185 and 120 MHz.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from mmfree import numerics as nx
+
+__all__ = ["QuantRecip", "SumSqSqrt", "OutputScale",
+           "RECIP_RESP", "SQRT_RESP", "SCALE_REQ", "SCALE_RESP", "SH_SHAPE", "ET_SHAPE", "E_SHAPE"]
+
+M_BITS = 31                 #: ``M = max|bs * cv|`` < 2^30 in practice; any 31-bit value is handled
+T_BITS = 48                 #: the RMS statistic ``t = sum(u^2)``
+SH_SHAPE = signed(5)        #: quantizer shift ``sh = bitlen(M) - 16`` in [-15, 15]
+ET_SHAPE = signed(6)        #: ``et`` in [-30, 16], even
+E_SHAPE = signed(18)        #: output-scale exponent; exact for every int16 ``k_e``
+R_BITS = 15                 #: ``R = round(127 * 2^23 / M16)`` in [16256, 32512]
+
+RECIP_RESP = data.StructLayout({"r": unsigned(R_BITS), "m16": unsigned(16), "sh": SH_SHAPE})
+SQRT_RESP = data.StructLayout({"sqrt": unsigned(16), "et": ET_SHAPE})
+SCALE_REQ = data.StructLayout({"k_m": unsigned(16), "k_e": signed(16), "m16": unsigned(16), "sh": SH_SHAPE,
+                               "sqrt": unsigned(16), "et": ET_SHAPE})
+SCALE_RESP = data.StructLayout({"m": unsigned(16), "e": E_SHAPE})
+
+
+class QuantRecip(wiring.Component):
+    """Quantizer normalization and reciprocal, exactly as :func:`mmfree.numerics.quantize_a8`.
+
+    ``sh = bitlen(M) - 16``; ``M16 = shr_floor(M, sh)`` in [2^15, 2^16);
+    ``R = round(127 * 2^23 / M16) = ((127 << 24) + M16) // (2 M16)``.
+    ``M = 0`` answers ``(R, M16, sh) = (0, 0, 0)``: with ``R = 0`` the
+    quantizer's formula gives ``q = 0``, which is the spec's zero-vector rule.
+
+    Contract
+    --------
+    * ``req``: stream of ``unsigned(31)`` (``M = max|v|``). ``resp``: stream of
+      ``RECIP_RESP = {r: unsigned(15), m16: unsigned(16), sh: signed(5)}``.
+    * Request/response handshake as described in :mod:`mmfree.hw.scalar`;
+      ``|sh| + 17`` cycles from accepting the request to ``resp.valid``
+      (at most 32), 1 for ``M = 0``.
+    * Datapath: a 31-bit one-bit shifter for the normalization, then a
+      15-step restoring division (18-bit subtractor). No multipliers.
+    """
+
+    def __init__(self):
+        super().__init__({"req": In(stream.Signature(unsigned(M_BITS))), "resp": Out(stream.Signature(RECIP_RESP))})
+
+    def elaborate(self, platform):
+        m = Module()
+        x = Signal(M_BITS)
+        sh = Signal(SH_SHAPE)
+        rem = Signal(18)
+        den = Signal(17)
+        nbits = Signal(R_BITS)
+        quo = Signal(R_BITS)
+        count = Signal(range(R_BITS + 1))
+        out = self.resp.payload
+        q_shift = nx.Q_SHIFT
+        num = (127 << (q_shift + 1)) + x[:16]         # 31 bits once x = M16
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.req.ready.eq(1)
+                with m.If(self.req.valid):
+                    m.d.sync += [x.eq(self.req.payload), sh.eq(0)]
+                    with m.If(self.req.payload == 0):
+                        m.d.sync += [out.r.eq(0), out.m16.eq(0), out.sh.eq(0)]
+                        m.next = "DONE"
+                    with m.Else():
+                        m.next = "NORM"
+            with m.State("NORM"):
+                with m.If(x[16:] != 0):
+                    m.d.sync += [x.eq(x >> 1), sh.eq(sh + 1)]
+                with m.Elif(~x[15]):
+                    m.d.sync += [x.eq(x << 1), sh.eq(sh - 1)]
+                with m.Else():
+                    # N = (127 << 24) + M16, D = 2 M16; N >> 15 < D, so 15 quotient bits
+                    m.d.sync += [rem.eq(num >> R_BITS), nbits.eq(num[:R_BITS]), den.eq(x[:16] << 1),
+                                 count.eq(R_BITS), quo.eq(0)]
+                    m.next = "DIV"
+            with m.State("DIV"):
+                r2 = Cat(nbits[-1], rem)
+                ge = r2 >= den
+                m.d.sync += [rem.eq(Mux(ge, r2 - den, r2)), nbits.eq(nbits << 1), quo.eq(Cat(ge, quo)),
+                             count.eq(count - 1)]
+                with m.If(count == 1):
+                    m.d.sync += [out.r.eq(Cat(ge, quo)), out.m16.eq(x[:16]), out.sh.eq(sh)]
+                    m.next = "DONE"
+            with m.State("DONE"):
+                m.d.comb += self.resp.valid.eq(1)
+                with m.If(self.resp.ready):
+                    m.next = "IDLE"
+        return m
+
+
+class SumSqSqrt(wiring.Component):
+    """Square root of the RMS statistic, exactly :func:`mmfree.numerics.sumsq_sqrt`.
+
+    ``et = bitlen(t) - 32`` rounded up to even (0 for ``t = 0``);
+    ``sqrt_t = isqrt(shr_floor(t, et))`` in [2^15, 2^16).
+
+    Contract
+    --------
+    * ``req``: stream of ``unsigned(48)`` (``t``). ``resp``: stream of
+      ``SQRT_RESP = {sqrt: unsigned(16), et: signed(6)}``.
+    * Request/response handshake as described in :mod:`mmfree.hw.scalar`;
+      ``|et|/2 + 18`` cycles to ``resp.valid`` (at most 33), 1 for ``t = 0``.
+    * Datapath: a two-bit shifter normalizes ``t`` into [2^30, 2^32) (which
+      fixes ``et`` even), then 16 steps of the digit-by-digit square root
+      (20-bit remainder, 18-bit trial subtractor). No multipliers.
+    """
+
+    def __init__(self):
+        super().__init__({"req": In(stream.Signature(unsigned(T_BITS))), "resp": Out(stream.Signature(SQRT_RESP))})
+
+    def elaborate(self, platform):
+        m = Module()
+        x = Signal(T_BITS)
+        et = Signal(ET_SHAPE)
+        rem = Signal(20)
+        root = Signal(16)
+        count = Signal(range(17))
+        out = self.resp.payload
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.req.ready.eq(1)
+                with m.If(self.req.valid):
+                    m.d.sync += [x.eq(self.req.payload), et.eq(0)]
+                    with m.If(self.req.payload == 0):
+                        m.d.sync += [out.sqrt.eq(0), out.et.eq(0)]
+                        m.next = "DONE"
+                    with m.Else():
+                        m.next = "NORM"
+            with m.State("NORM"):
+                with m.If(x[32:] != 0):
+                    m.d.sync += [x.eq(x >> 2), et.eq(et + 2)]
+                with m.Elif(x[30:32] == 0):
+                    m.d.sync += [x.eq(x << 2), et.eq(et - 2)]
+                with m.Else():
+                    m.d.sync += [rem.eq(0), root.eq(0), count.eq(16)]
+                    m.next = "SQRT"
+            with m.State("SQRT"):
+                r2 = Cat(x[30:32], rem)[:20]
+                trial = Cat(Const(1, 2), root)
+                ge = r2 >= trial
+                m.d.sync += [rem.eq(Mux(ge, r2 - trial, r2)), root.eq(Cat(ge, root)), x.eq(x[:30] << 2),
+                             count.eq(count - 1)]
+                with m.If(count == 1):
+                    m.d.sync += [out.sqrt.eq(Cat(ge, root)), out.et.eq(et)]
+                    m.next = "DONE"
+            with m.State("DONE"):
+                m.d.comb += self.resp.valid.eq(1)
+                with m.If(self.resp.ready):
+                    m.next = "IDLE"
+        return m
+
+
+class OutputScale(wiring.Component):
+    """Per-token dequantization scale, exactly :func:`mmfree.numerics.output_scale`.
+
+    ``Qr = (M16 << 16) // sqrt_t`` (17 bits, restoring division);
+    ``(m_S, e_S) = pf_normalize(Qr * m_k, k_e + sh - et/2 - 16)`` with round
+    half up to 16 bits and a carry-out renormalization. A zero ``M16``,
+    ``sqrt_t`` or ``m_k`` gives ``(0, 0)``.
+
+    Precondition: ``M16`` and ``sqrt_t`` are zero or in [2^15, 2^16), as
+    :class:`QuantRecip` and :class:`SumSqSqrt` produce them (then
+    ``M16 < 2 sqrt_t`` and ``Qr`` fits 17 bits). ``m_k`` and ``k_e`` may be any
+    16-bit values; ``e_S`` is exact for all of them (18 bits).
+
+    Contract
+    --------
+    * ``req``: stream of ``SCALE_REQ = {k_m: unsigned(16), k_e: signed(16),
+      m16: unsigned(16), sh: signed(5), sqrt: unsigned(16), et: signed(6)}``.
+      ``resp``: stream of ``SCALE_RESP = {m: unsigned(16), e: signed(18)}``.
+    * Request/response handshake as described in :mod:`mmfree.hw.scalar`;
+      ``bitlen(P) + 3`` cycles to ``resp.valid`` for ``P = Qr * m_k`` with
+      ``bitlen(P) >= 17`` (34 to 36 for a normalized ``m_k``),
+      ``36 - bitlen(P)`` below that, 1 for a zero scale.
+    * Datapath: 17-step restoring division (17-bit subtractor), one registered
+      17 x 16 multiplier (33-bit product, one DSP), a one-bit shifter for the
+      normalization and a 17-bit incrementer for the rounding.
+    """
+
+    def __init__(self):
+        super().__init__({"req": In(stream.Signature(SCALE_REQ)), "resp": Out(stream.Signature(SCALE_RESP))})
+
+    def elaborate(self, platform):
+        m = Module()
+        rq = self.req.payload
+        out = self.resp.payload
+        k_m = Signal(16)
+        den = Signal(16)
+        rem = Signal(17)
+        nbits = Signal(17)
+        quo = Signal(17)
+        prod = Signal(33)
+        e = Signal(E_SHAPE)
+        count = Signal(range(18))
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.req.ready.eq(1)
+                with m.If(self.req.valid):
+                    m.d.sync += [k_m.eq(rq.k_m), den.eq(rq.sqrt),
+                                 e.eq(rq.k_e + rq.sh - (rq.et >> 1) - nx.FRAC),
+                                 # N = M16 << 16; N >> 17 = M16 >> 1 < sqrt_t; then 17 quotient bits
+                                 rem.eq(rq.m16 >> 1), nbits.eq(Cat(Const(0, 16), rq.m16[0])),
+                                 quo.eq(0), count.eq(17)]
+                    with m.If((rq.m16 == 0) | (rq.sqrt == 0) | (rq.k_m == 0)):
+                        m.d.sync += [out.m.eq(0), out.e.eq(0)]
+                        m.next = "DONE"
+                    with m.Else():
+                        m.next = "DIV"
+            with m.State("DIV"):
+                r2 = Cat(nbits[-1], rem)
+                ge = r2 >= den
+                m.d.sync += [rem.eq(Mux(ge, r2 - den, r2)), nbits.eq(nbits << 1), quo.eq(Cat(ge, quo)),
+                             count.eq(count - 1)]
+                with m.If(count == 1):
+                    m.next = "MUL"
+            with m.State("MUL"):
+                m.d.sync += prod.eq(quo * k_m)
+                m.next = "NORM"
+            with m.State("NORM"):
+                with m.If(prod[17:] != 0):              # bitlen > 17: floor shift right
+                    m.d.sync += [prod.eq(prod >> 1), e.eq(e + 1)]
+                with m.Elif(prod[16]):                  # bitlen 17: round half up, carry renormalizes
+                    rounded = (prod[:17] + 1)[1:18]     # 17 bits: 2^16 on carry-out
+                    m.d.sync += [out.m.eq(Mux(rounded[16], 1 << 15, rounded[:16])),
+                                 out.e.eq(e + 1 + rounded[16])]
+                    m.next = "DONE"
+                with m.Elif(~prod[15]):                 # bitlen < 16: exact shift left
+                    m.d.sync += [prod.eq(prod << 1), e.eq(e - 1)]
+                with m.Else():                          # bitlen 16: already a mantissa
+                    m.d.sync += [out.m.eq(prod[:16]), out.e.eq(e)]
+                    m.next = "DONE"
+            with m.State("DONE"):
+                m.d.comb += self.resp.valid.eq(1)
+                with m.If(self.resp.ready):
+                    m.next = "IDLE"
+        return m
