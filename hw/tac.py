@@ -155,7 +155,8 @@ class TACArray(wiring.Component):
     ``cols`` correction bits of a row as carry-ins. A row costs ``8 cols``
     LUT4s for the select plus its carry chains. ``synth_ecp5`` of 16 x 16
     (24-bit accumulators, default depth): 3,085 LUT4 + 1,440 CCU2C (2-bit
-    carry cells) + 2,717 FFs, no DSP.
+    carry cells) + 2,717 FFs, no DSP; ``nextpnr-ecp5 --85k --out-of-context``
+    routes it at 131 MHz (125 MHz for ``DecodingTAC(16, 16, "b3")``).
     """
 
     def __init__(self, rows: int, cols: int, acc_bits: int = ACC_BITS, *, stage_levels: int = 2,
