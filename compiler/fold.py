@@ -1,7 +1,8 @@
 """Compiler steps *ternarize* and *fold*: float checkpoint -> :class:`CompiledModel`.
 
 * ternarize: ``T = clamp(round(W / beta), -1, 1)``, ``beta = max(mean|W|, 1e-5)``
-  (the official absmean rule, round half to even as ``torch.round``);
+  (the official absmean rule, round half to even as ``torch.round``, in float64
+  like the reference model's);
 * fold: every RMSNorm weight in front of a BitLinear is multiplied into the
   BitLinear's own norm weight (quantizer weight ``cv``) and kept alone as the
   RMS weight ``cu``; scalars (``beta``, ``sqrt(n)``, C16 exponents, 1/127,
@@ -24,13 +25,16 @@ from mmfree.config import ModelConfig
 def ternarize(w: np.ndarray) -> tuple[np.ndarray, float]:
     """Official absmean ternary codes (int8) and ``beta = max(mean|W|, 1e-5)``.
 
-    Computed in float32 as the official code does, so codes equal the
-    reference model's bit for bit.
+    Computed in float64 (``T = rint(W / beta)``, half to even), exactly as
+    :func:`mmfree.model.reference.weight_quant_codes` does for any input
+    dtype, so the codes equal the reference model's. Trained latent weights
+    pile up on the rounding boundary ``|W| = beta / 2``; a float32 mean,
+    whose last bit depends on the summation order (numpy and torch differ),
+    flips hundreds of those trits.
     """
-    w = np.asarray(w, dtype=np.float32)
-    beta = max(float(np.abs(w).mean(dtype=np.float32)), 1e-5)
-    s_w = np.float32(1.0) / np.float32(beta)
-    t = np.clip(np.rint(w * s_w), -1, 1).astype(np.int8)
+    w = np.asarray(w, dtype=np.float32).astype(np.float64)
+    beta = max(float(np.abs(w).mean()), 1e-5)
+    t = np.clip(np.rint(w / beta), -1, 1).astype(np.int8)
     return t, beta
 
 

@@ -43,10 +43,17 @@ def activation_quant_codes(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
 def weight_quant_codes(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Official per-tensor absmean ternary rule: codes in {-1, 0, 1} and ``s_w``.
 
-    ``s_w = 1 / clamp(mean|W|, min=1e-5)``; ``T = clamp(round(W * s_w), -1, 1)``.
+    ``beta = clamp(mean|W|, min=1e-5)``; ``T = clamp(round(W / beta), -1, 1)``;
+    ``s_w = 1 / beta``. Codes and ``beta`` are computed in float64 whatever
+    ``w``'s dtype (then cast back), so float32 and float64 models and the
+    compiler (:func:`mmfree.compiler.fold.ternarize`) get the same trits:
+    trained latent weights sit on the boundary ``|W| = beta / 2`` in the
+    hundreds, where a float32 mean's summation order decides the trit.
     """
-    s_w = 1.0 / w.abs().mean().clamp(min=1e-5)
-    return (w * s_w).round().clamp(-1, 1), s_w
+    w64 = w.detach().to(torch.float64)
+    beta = w64.abs().mean().clamp(min=1e-5)
+    t = (w64 / beta).round().clamp(-1, 1)
+    return t.to(w.dtype), (1.0 / beta).to(w.dtype)
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:

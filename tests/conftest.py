@@ -28,11 +28,13 @@ REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 SHIPPED_ECP5 = REPO / "mmfree" / "models" / "ecp5"
 
-#: Standard-library modules the fallback model trains on, and the ones it is scored on.
-#: Neither set touches email/ or json/ (the project's held-out set).
+#: Standard-library modules the fallback model trains on (never email/ or json/, the held-out set).
 TRAIN_MODULES = ("argparse.py", "collections/__init__.py", "dataclasses.py", "enum.py", "functools.py",
                  "inspect.py", "pathlib/__init__.py", "pathlib.py", "typing.py", "subprocess.py")
+#: Other modules, for quick checks on text the fallback model never saw.
 SCORE_MODULES = ("textwrap.py", "shutil.py", "tokenize.py", "string.py", "glob.py", "fnmatch.py")
+#: The project's held-out packages (brief section 7): no shipped or test model trains on them.
+HELDOUT_PACKAGES = ("email", "json")
 
 
 def tiny_config(**kw) -> ModelConfig:
@@ -57,6 +59,14 @@ def stdlib_bytes(names) -> np.ndarray:
     parts = [(root / n).read_bytes() for n in names if (root / n).is_file()]
     assert parts, f"none of {names} found under {root}"
     return np.frombuffer(b"\n".join(parts), dtype=np.uint8).astype(np.int64)
+
+
+def heldout_bytes() -> np.ndarray:
+    """The sources of the held-out packages (sorted paths), read directly from the stdlib."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    names = sorted(str(p.relative_to(root)) for pkg in HELDOUT_PACKAGES for p in (root / pkg).rglob("*.py")
+                   if not {"test", "tests"} & set(p.relative_to(root).parts))
+    return stdlib_bytes(names)
 
 
 @pytest.fixture(scope="session")

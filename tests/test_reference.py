@@ -113,6 +113,50 @@ def test_fold_ternarize_equals_reference_codes():
     assert beta == 1e-5 and not t.any()
 
 
+def _boundary_matrix(rng, shape, frac=0.3):
+    """Latent weights as quantization-aware training leaves them: many within a few
+    float32 ulps of the rounding boundary ``|W| = mean|W| / 2``."""
+    w = (rng.normal(size=shape) * 0.02).astype(np.float32)
+    mask = rng.random(size=shape) < frac
+    # beta = (sum of the others + k * beta / 2) / n  =>  beta = others / (n - k / 2)
+    beta = np.abs(w[~mask].astype(np.float64)).sum() / (w.size - mask.sum() / 2)
+    half = np.float32(beta / 2)
+    ulps = rng.integers(-3, 4, size=shape).astype(np.float32)
+    near = half + ulps * np.spacing(half)
+    return np.where(mask, np.where(w < 0, -near, near), w).astype(np.float32)
+
+
+def test_codes_agree_on_boundary_weights():
+    """fold, the float32 model and the float64 model give the same trits where it is hardest."""
+    rng = np.random.default_rng(8)
+    near_boundary = 0
+    for shape in [(64, 64), (160, 384), (256, 160), (7, 1000)]:
+        for _ in range(3):
+            w = _boundary_matrix(rng, shape)
+            t, beta = ternarize(w)
+            c32, s32 = ref.weight_quant_codes(torch.from_numpy(w))
+            c64, _ = ref.weight_quant_codes(torch.from_numpy(w).double())
+            assert c32.dtype == torch.float32 and s32.dtype == torch.float32
+            assert np.array_equal(t, c32.numpy().astype(np.int8))
+            assert np.array_equal(t, c64.numpy().astype(np.int8))
+            near_boundary += int((np.abs(np.abs(w) / beta - 0.5) < 1e-6).sum())
+    assert near_boundary > 10_000
+
+
+@pytest.mark.parametrize("name", ["ecp5", "ice40"])
+def test_codes_agree_on_shipped_models(name):
+    from mmfree.model.checkpoint import SHIPPED_MODELS
+
+    if not (SHIPPED_MODELS / name / "config.json").exists():
+        pytest.skip(f"no shipped model {name}")
+    cfg, W = load_checkpoint(name)
+    for key in cfg.ternary_keys():
+        t, _ = ternarize(W[key])
+        for dtype in (torch.float32, torch.float64):
+            codes, _ = ref.weight_quant_codes(torch.from_numpy(W[key]).to(dtype))
+            assert np.array_equal(t, codes.numpy().astype(np.int8)), (key, dtype)
+
+
 # --------------------------------------------------------------------------
 # BitLinear against a direct transcription of brief section 2
 
