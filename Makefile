@@ -32,3 +32,11 @@ test-slow: $(STAMP)
 
 clean:
 	rm -rf build out sim_build .pytest_cache
+
+# Retrain the shipped models (one CUDA GPU, ~8 min each on an H100; docs/models.md).
+# Writes to $(MODELS_OUT)/{ecp5,ice40}; copy over mmfree/models/ to replace the shipped ones.
+MODELS_OUT ?= out/models
+.PHONY: models
+models: $(STAMP)
+	$(BIN)/mmfree train --preset ecp5 --compile --out $(MODELS_OUT)/ecp5
+	$(BIN)/mmfree train --preset ice40 --compile --out $(MODELS_OUT)/ice40

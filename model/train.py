@@ -166,6 +166,37 @@ def windows_bpb(model, device=None, data: np.ndarray | None = None, tokens: int 
     return float(loss) / math.log(2)
 
 
+# --------------------------------------------------------------------------- export
+
+
+def canonical_ternary(config: ModelConfig, state: dict) -> dict:
+    """Latent weights that every consumer ternarizes alike: ``W' = T * mean|W| / p``.
+
+    ``T = clamp(round(W / mean|W|), -1, 1)`` is computed exactly as training
+    computed it (same dtype and device as ``state``); ``p`` is the fraction
+    of non-zero trits. Then ``mean|W'| = mean|W|`` (the same scale ``s_w``)
+    and ``W' * s_w = T / p``, which rounds to ``T`` with a margin of at least
+    0.5. Annealing the learning rate to zero leaves many latent weights
+    exactly on a rounding boundary (the straight-through gradient pushes
+    them back and forth across it), where float32 and float64 disagree on
+    the trit; this export removes that ambiguity without changing the
+    ternary model. Non-ternary tensors are returned unchanged.
+    """
+    import torch
+
+    from .reference import weight_quant_codes
+
+    out = dict(state)
+    for k in config.ternary_keys():
+        w = state[k].detach()
+        t, _ = weight_quant_codes(w)
+        p = (t != 0).to(w.dtype).mean().clamp(min=1.0 / t.numel())
+        out[k] = (t * (w.abs().mean() / p)).to(w.dtype)
+        if bool(torch.any(weight_quant_codes(out[k])[0] != t)):  # pragma: no cover - guarded invariant
+            raise MmfreeError(f"{k}: canonical export changed the ternary codes")
+    return out
+
+
 # --------------------------------------------------------------------------- training
 
 
@@ -422,6 +453,9 @@ def train(args) -> dict:
             save_state(stop, elapsed, tokens)
             say(f"stopped at step {stop} of {steps}; continue with --resume")
         else:
+            if not args.float:
+                with torch.no_grad():
+                    lm.load_state_dict(canonical_ternary(config, lm.state_dict()))
             save_checkpoint(out, config, lm.state_dict())
             summary = {"model": {"hidden_size": config.hidden_size, "num_hidden_layers": config.num_hidden_layers,
                                  "intermediate_size": config.intermediate_size, "vocab_size": config.vocab_size,

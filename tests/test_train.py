@@ -99,3 +99,25 @@ def test_presets_fit_their_boards():
     assert ice40.n_trits <= 600_000
     assert ecp5.vocab_size == ice40.vocab_size == 256 and ecp5.use_lower_bound and ice40.use_lower_bound
     assert math.isclose(ecp5.n_trits, 1_474_560)
+
+
+def test_canonical_ternary_keeps_codes_and_scale():
+    from mmfree.model.reference import weight_quant_codes
+
+    config = ModelConfig(vocab_size=256, hidden_size=16, num_hidden_layers=1, intermediate_size=32)
+    torch.manual_seed(0)
+    state = {k: torch.randn(*s) * 0.02 for k, s in config.tensor_shapes().items()}
+    k = "model.layers.0.attn.i_proj.weight"
+    w = state[k]
+    t0, s0 = weight_quant_codes(w)
+    # put a weight exactly on a rounding boundary, where float32 and float64 may disagree
+    w[0, 0] = 0.5 / s0
+    t, s = weight_quant_codes(w)
+    out = tr.canonical_ternary(config, state)
+    assert torch.equal(out["model.embeddings.weight"], state["model.embeddings.weight"])
+    for dt in (torch.float32, torch.float64):
+        tc, sc = weight_quant_codes(out[k].to(dt))
+        assert torch.equal(tc.float(), t.float())
+        assert float(sc) == pytest.approx(float(s), rel=1e-5)
+    r = out[k].double() * weight_quant_codes(out[k].double())[1]
+    assert float((r.abs() - 0.5).abs().min()) >= 0.49  # every weight far from a boundary
