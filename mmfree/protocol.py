@@ -568,16 +568,23 @@ class ErrorReply:
 
 @dataclasses.dataclass(frozen=True)
 class SetModel:
-    """SET_MODEL: model_hash (16 bytes) of the images just loaded; INFO reports it."""
+    """SET_MODEL: model_hash (16 bytes) of the images just loaded and the model's vocabulary size.
+
+    INFO reports the hash; STEP and GENERATE reject tokens ``>= vocab`` with BAD_TOKEN.
+    """
 
     model_hash: bytes
+    vocab: int = 0
 
     def pack(self) -> bytes:
         h = bytes(self.model_hash)
         if len(h) != MODEL_HASH_BYTES:
             raise ProtocolError(f"model_hash must be {MODEL_HASH_BYTES} bytes, got {len(h)}")
-        return h
+        if not 1 <= self.vocab <= MAX_TOKEN + 1:
+            raise ProtocolError(f"vocab must be in 1..{MAX_TOKEN + 1}, got {self.vocab}")
+        return h + struct.pack("<I", self.vocab)
 
     @classmethod
     def unpack(cls, payload: bytes) -> "SetModel":
-        return cls(_need("SET_MODEL", payload, MODEL_HASH_BYTES))
+        b = _need("SET_MODEL", payload, MODEL_HASH_BYTES + 4)
+        return cls(b[:MODEL_HASH_BYTES], struct.unpack_from("<I", b, MODEL_HASH_BYTES)[0])

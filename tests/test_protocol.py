@@ -216,7 +216,7 @@ def test_codes_are_distinct_and_in_range():
            (p.MemoryInfo(0, 416, 6144), p.MemoryInfo(1, 16, 32768))),
     p.Counters((1, 2, 3, 4, 5, 6, 7, 8, 2**64 - 1)),
     p.ErrorReply(ErrorCode.BAD_TOKEN, Command.STEP, 40000),
-    p.SetModel(b"\xff" * 16),
+    p.SetModel(b"\xff" * 16, 256),
 ])
 def test_payload_roundtrip(msg):
     packed = msg.pack()
@@ -253,6 +253,8 @@ def test_payload_errors():
         p.TopK((1,), (2**31,), 1, 0).pack()
     with pytest.raises(ProtocolError, match="model_hash must be 16 bytes, got 3"):
         p.SetModel(b"abc").pack()
+    with pytest.raises(ProtocolError, match=r"vocab must be in 1\.\.65536, got 0"):
+        p.SetModel(bytes(16), 0).pack()
     with pytest.raises(ProtocolError, match=r"INFO \(2 memories\) payload must be 48 bytes, got 41"):
         raw = bytearray(p.Info(1, 1, 0, 64, 1, 1, 1, 1, 1, bytes(16), (p.MemoryInfo(0, 8, 8),)).pack())
         raw[33] = 2                                      # memory count claims 2, one is present
