@@ -20,6 +20,7 @@ COMMANDS = {
     "compile": ("mmfree.compiler.compile", "cli"),
     "eval": ("mmfree.model.evaluate", "cli"),
     "generate": ("mmfree.model.generate", "cli"),
+    "info": ("mmfree.host.info", "cli"),
     "train": ("mmfree.model.train", "cli"),
 }
 
