@@ -1,0 +1,650 @@
+"""The command decoder: link frames in, replies out, the accelerator core driven in between.
+
+It sits between :class:`~mmfree.hw.framer.FrameDecoder` and
+:class:`~mmfree.hw.framer.FrameEncoder` and is the master of the core's
+ports (:class:`mmfree.hw.coreif.CoreSignature`). Every command of
+``docs/protocol.md`` section 3 is handled here; the byte layouts are those of
+:mod:`mmfree.protocol`.
+
+Contract
+--------
+* **One reply per frame, in order.** Every frame that leaves the frame
+  decoder gets exactly one reply (GENERATE: ``count`` TOPK replies and a
+  GENERATE_DONE), and every receive error on the decoder's ``error`` stream
+  gets one ERROR reply with ``command = 0xFF`` and ``detail = 0`` (the
+  hardware error stream carries only the code). A ``line_error`` pulse (UART
+  framing error or overrun) gives one ERROR ``LINE_ERROR`` reply; pulses
+  arriving while one is pending are merged.
+* **Checks, in this order**, at the frame header: BUSY while a GENERATE runs
+  (for *every* frame, whatever its opcode: the frame is consumed and
+  answered so the link never stalls), UNKNOWN_COMMAND (``detail`` = opcode),
+  BAD_LENGTH (``detail`` = length; lengths: PING any, INFO / RESET_STATE /
+  READ_COUNTERS 0, STEP 2, GENERATE 4, SET_MODEL 20, LOAD at least 5).
+  The payload of a rejected frame is read and dropped before the reply.
+* **LOAD** ``mem u8, offset u32, data``: ``mem`` must name one of the
+  target's memories (else BAD_ARGUMENT, ``detail`` = mem). The word size is
+  ``wb = ceil(width / 8)`` bytes. ``offset`` must be a multiple of ``wb``
+  (else BAD_ARGUMENT, ``detail`` = offset), ``len(data)`` too (else
+  BAD_ARGUMENT, ``detail`` = ``len(data)``), and ``offset + len(data)`` must
+  not pass the end of the memory (``depth * wb`` bytes; else BAD_ARGUMENT,
+  ``detail`` = ``offset + len(data)``). All checks happen before the first
+  word is written: a rejected LOAD writes nothing. An accepted LOAD (even
+  one with no data) clears the model flag, assembles each ``wb`` bytes into
+  one little-endian word and writes it through ``core.load`` at word address
+  ``offset / wb + i``; the reply counts the data bytes. (The offset is
+  divided by ``wb`` with a 32-cycle serial divider: words of the ``sim`` and
+  ``ulx3s-85f`` weight memory are 52 bytes.)
+* **SET_MODEL** ``hash[16], vocab u32``: ``vocab`` must be in
+  ``1 .. 65536`` (else BAD_ARGUMENT, ``detail`` = vocab); sets the model
+  flag, the hash and the vocabulary size. These three registers are
+  ``reset_less``: a reset (a new simulator client, the reset button) keeps
+  them, as it keeps the memories they describe; only a LOAD clears the flag.
+* **STEP** ``token u16``: NO_MODEL before SET_MODEL, BAD_TOKEN
+  (``detail`` = token) if ``token >= vocab``; else one ``core.cmd`` (reset
+  0), then the ``topk`` result beats are collected and sent as one TOPK:
+  ``k`` = the beats with ``present`` set (the core sends present ones
+  first), ``scale_m`` = ``m``, ``scale_e`` = the low 16 bits of ``e``,
+  ``ids``, ``accs`` sign-extended to 32 bits. If ``core.error`` is set after
+  the step, the reply is ERROR INTERNAL (``detail`` 1) instead; no present
+  beat gives INTERNAL ``detail`` 2. While a STEP runs, frames wait in the
+  frame decoder (they are not BUSY).
+* **GENERATE** ``token u16, count u16``: the same checks as STEP, then
+  ``count`` steps; each sends one TOPK and feeds its ``ids[0]`` to the next
+  step; then GENERATE_DONE with the number of TOPK replies sent.
+  ``count = 0`` sends GENERATE_DONE(0) at once. A step that fails
+  (INTERNAL as for STEP, or ``ids[0] >= vocab``: INTERNAL ``detail`` 3)
+  sends its ERROR reply instead of the TOPK and ends the run: the stream
+  always ends with GENERATE_DONE. While it runs, every frame gets an ERROR
+  BUSY reply (``command`` = its opcode) and receive errors their ERROR
+  replies, interleaved between the TOPK replies.
+* **RESET_STATE**: one ``core.cmd`` with ``reset = 1``; the empty reply is
+  sent once ``core.busy`` is low again.
+* **READ_COUNTERS**: ``n = len(core.counters)``, then each counter as u64
+  (zero-extended), each sampled once when its first byte is sent.
+* **INFO**: build-time constants (protocol version, ``hw_version``,
+  ``max_payload``, the target's ``rows``, ``cols``, ``vec_lanes``, ``topk``,
+  ``clock_hz`` (0 when unknown, e.g. the ``sim`` target) and its memories
+  in id order) plus the model flag and hash.
+
+It never hangs on any input: every state that waits on the link or the
+frame decoder has a bounded amount of input to consume, and the only other
+waits are on the core (``cmd.ready``, ``load.ready``, result beats, ``busy``)
+and on the frame encoder.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from mmfree.numerics import ACC_BITS
+from mmfree.protocol import (LOAD_HEADER_BYTES, MAX_PAYLOAD, MIN_MAX_PAYLOAD, MODEL_HASH_BYTES, PROTOCOL_VERSION,
+                             Command, ErrorCode, Info, MemoryId, MemoryInfo, Reply)
+
+from .coreif import ADDR_BITS, CoreSignature
+from .framer import HeaderLayout, PayloadLayout
+
+__all__ = ["CommandDecoder", "HW_VERSION", "check_parameters", "INTERNAL_CORE_ERROR", "INTERNAL_NO_RESULT", "INTERNAL_BAD_NEXT_TOKEN",
+           "command_lengths", "memory_table"]
+
+#: INFO ``hw_version`` of this command decoder and SoC.
+HW_VERSION = 1
+
+#: ERROR INTERNAL details.
+INTERNAL_CORE_ERROR = 1       #: core.error was set after the step
+INTERNAL_NO_RESULT = 2        #: no result beat had ``present`` set
+INTERNAL_BAD_NEXT_TOKEN = 3   #: GENERATE: ids[0] >= vocab, cannot be fed back
+
+_SET_MODEL_BYTES = MODEL_HASH_BYTES + 4
+_ARG_BYTES = _SET_MODEL_BYTES   # the longest fixed argument block
+
+
+def command_lengths() -> dict[Command, tuple[int, bool]]:
+    """Payload length per command: ``(n, exact)``; ``exact=False`` means "at least n"."""
+    return {Command.PING: (0, False), Command.INFO: (0, True), Command.LOAD: (LOAD_HEADER_BYTES, False),
+            Command.RESET_STATE: (0, True), Command.STEP: (2, True), Command.GENERATE: (4, True),
+            Command.READ_COUNTERS: (0, True), Command.SET_MODEL: (_SET_MODEL_BYTES, True)}
+
+
+def memory_table(target, memories=None) -> list[MemoryInfo]:
+    """The loadable memories (those named like a :class:`MemoryId`) in id order, with width and depth.
+
+    ``memories`` (name -> (width, depth), e.g. ``Core.memories``) overrides the target's.
+    """
+    shapes = {m.name: (m.width, m.depth) for m in target.memories}
+    if memories is not None:
+        shapes.update({k: tuple(v) for k, v in dict(memories).items()})
+    table = []
+    for mid in MemoryId:
+        name = mid.name.lower()
+        if name not in shapes:
+            continue
+        width, depth = shapes[name]
+        if depth is None:
+            raise ValueError(f"target {target.name}: memory {name} has no depth; size the target first "
+                             f"(e.g. mmfree.sim.harness.target_from_compiled)")
+        if not 0 < depth <= 1 << ADDR_BITS:
+            raise ValueError(f"memory {name}: depth {depth} is outside 1 .. 2**{ADDR_BITS}")
+        table.append(MemoryInfo(int(mid), width, depth))
+    if not table:
+        raise ValueError(f"target {target.name}: no loadable memory")
+    return table
+
+
+def check_parameters(target, *, max_payload: int = MAX_PAYLOAD, data_bits: int | None = None,
+                     memories=None) -> int:
+    """Check a command decoder's parameters without building one; returns ``data_bits`` (resolved)."""
+    if isinstance(max_payload, bool) or not isinstance(max_payload, int) \
+            or not MIN_MAX_PAYLOAD <= max_payload <= MAX_PAYLOAD:
+        raise ValueError(f"max_payload must be an integer in [{MIN_MAX_PAYLOAD}, {MAX_PAYLOAD}], "
+                         f"got {max_payload!r}")
+    mems = memory_table(target, memories)
+    widest = max(m.width for m in target.memories)
+    if memories is not None:
+        widest = max([widest, *(w for w, _ in dict(memories).values())])
+    data_bits = widest if data_bits is None else data_bits
+    if any(m.width > data_bits for m in mems):
+        raise ValueError(f"data_bits {data_bits} is narrower than a memory word ({max(m.width for m in mems)} bits)")
+    if not 1 <= target.topk <= 255:
+        raise ValueError(f"topk must be in 1..255, got {target.topk}")
+    return data_bits
+
+
+class _K(enum.IntEnum):
+    """What the reply payload bytes come from."""
+    NONE = 0
+    PONG = 1
+    INFO = 2
+    LOAD = 3
+    TOPK = 4
+    DONE = 5
+    COUNTERS = 6
+    ERROR = 7
+
+
+class CommandDecoder(wiring.Component):
+    """Protocol commands to core operations and replies (see the module docstring for the contract).
+
+    Parameters
+    ----------
+    target : mmfree.targets.Target
+        Tile shape, ``topk``, ``clock_hz`` and memories (depths set) that
+        INFO reports and LOAD checks against.
+    max_payload : int
+        The frame decoder's ``max_payload`` (reported by INFO).
+    data_bits : int, optional
+        Width of ``core.load.payload.data``; default the widest memory word.
+    memories : mapping, optional
+        name -> (width, depth) overriding the target's (``Core.memories``).
+    clock_hz : int, optional
+        INFO ``clock_hz``; default ``target.clock_hz`` (0 if None).
+    hw_version : int
+        INFO ``hw_version``.
+
+    Members
+    -------
+    header, payload, error : In
+        The frame decoder's outputs (:data:`~mmfree.hw.framer.HeaderLayout`,
+        :data:`~mmfree.hw.framer.PayloadLayout`, 8-bit error codes).
+    tx_header, tx_payload : Out
+        The frame encoder's inputs.
+    core : ``In(CoreSignature(data_bits))``
+        The core's ports, flipped: ``load`` and ``cmd`` out, ``result``,
+        ``busy``, ``error``, ``counters`` in.
+    line_error : In(1)
+        Pulse: bytes were lost on the line (UART framing error, overrun).
+    idle : Out(1)
+        Nothing in progress and nothing waiting (for a simulator to sleep).
+    model_set : Out(1)
+        The model flag (for a status LED).
+    active : Out(1)
+        A STEP or GENERATE is in progress (for a status LED).
+    """
+
+    def __init__(self, target, *, max_payload: int = MAX_PAYLOAD, data_bits: int | None = None, memories=None,
+                 clock_hz: int | None = None, hw_version: int = HW_VERSION):
+        self.data_bits = check_parameters(target, max_payload=max_payload, data_bits=data_bits, memories=memories)
+        self.target = target
+        self.max_payload = max_payload
+        self.mems = memory_table(target, memories)
+        self.topk = target.topk
+        self.clock_hz = int(target.clock_hz or 0) if clock_hz is None else int(clock_hz)
+        self.hw_version = hw_version
+        super().__init__({
+            "header": In(stream.Signature(HeaderLayout)),
+            "payload": In(stream.Signature(PayloadLayout)),
+            "error": In(stream.Signature(8)),
+            "tx_header": Out(stream.Signature(HeaderLayout)),
+            "tx_payload": Out(stream.Signature(PayloadLayout)),
+            "core": In(CoreSignature(self.data_bits)),
+            "line_error": In(1),
+            "idle": Out(1),
+            "model_set": Out(1),
+            "active": Out(1),
+        })
+
+    # ------------------------------------------------------------------ constants
+
+    def info_template(self) -> bytes:
+        """INFO payload with the flags and hash zeroed (the hardware fills them in)."""
+        t = self.target
+        return Info(PROTOCOL_VERSION, self.hw_version, 0, self.max_payload, t.rows, t.cols, t.vec_lanes,
+                    self.topk, self.clock_hz, bytes(MODEL_HASH_BYTES), tuple(self.mems)).pack()
+
+    def elaborate(self, platform):
+        m = Module()
+        core = self.core
+        k = self.topk
+        n_ctr = len(core.counters)
+
+        # -------------------------------------------------------------- registers
+        op = Signal(8)
+        length = Signal(16)
+        cnt = Signal(16)                         # payload bytes taken of the current frame
+        args = Signal(8 * _ARG_BYTES)
+
+        r_op = Signal(8)
+        r_len = Signal(16)
+        r_kind = Signal(_K)
+        idx = Signal(16)                         # reply payload bytes sent
+        post = Signal()                          # after this reply: continue the STEP/GENERATE
+        slot = Signal(range(max(k, n_ctr) + 1))
+        sub = Signal(3)
+        tph = Signal(2)                          # TOPK phase: 0 head, 1 ids, 2 accs
+
+        err_code = Signal(8)
+        err_cmd = Signal(8)
+        err_detail = Signal(32)
+        line_err = Signal()
+
+        model_set = Signal(reset_less=True)
+        model_hash = Signal(8 * MODEL_HASH_BYTES, reset_less=True)
+        vocab = Signal(17, reset_less=True)
+
+        active = Signal()
+        gen = Signal()
+        issue = Signal()
+        failed = Signal()
+        token = Signal(16)
+        remaining = Signal(16)
+        done = Signal(16)
+
+        ids = Array(Signal(16, name=f"id{j}") for j in range(k))
+        accs = Array(Signal(signed(ACC_BITS), name=f"acc{j}") for j in range(k))
+        n_res = Signal(range(k + 1))
+        scale_m = Signal(16)
+        scale_e = Signal(signed(18))
+
+        c_snap = Signal(64)
+
+        # LOAD
+        wb_max = max((mi.width + 7) // 8 for mi in self.mems)
+        l_mem = Signal(8)
+        l_off = Signal(32)
+        l_dlen = Signal(16)
+        l_wb_last = Signal(range(wb_max))
+        l_depth = Signal(ADDR_BITS + 1)
+        waddr = Signal(ADDR_BITS)
+        word = Signal(8 * wb_max)
+        bpos = Signal(range(wb_max))
+        l_pending = Signal()
+        l_last = Signal()
+        div_d = Signal(range(wb_max + 1))
+        div_i = Signal(range(33))
+        dvd_off = Signal(32)
+        dvd_len = Signal(32)
+        rem_off = Signal(range(2 * wb_max + 1))
+        rem_len = Signal(range(2 * wb_max + 1))
+        q_off = Signal(32)
+        q_len = Signal(32)
+
+        m.d.comb += [self.model_set.eq(model_set), self.active.eq(active)]
+
+        with m.If(self.line_error):
+            m.d.sync += line_err.eq(1)
+
+        # memory id tables (ids 0..3)
+        valid_ids = [0] * 4
+        wb_last_t = [0] * 4
+        depth_t = [0] * 4
+        for mi in self.mems:
+            valid_ids[mi.mem] = 1
+            wb_last_t[mi.mem] = (mi.width + 7) // 8 - 1
+            depth_t[mi.mem] = mi.depth
+        valid_a = Array(Const(v, 1) for v in valid_ids)
+        wb_last_a = Array(Const(v, range(wb_max)) for v in wb_last_t)
+        depth_a = Array(Const(v, ADDR_BITS + 1) for v in depth_t)
+
+        # -------------------------------------------------------------- reply payload bytes
+        tx_byte = Signal(8)
+        info = list(self.info_template())
+        info_bytes = [Const(b, 8) for b in info]
+        info_bytes[3] = Cat(model_set, Const(0, 7))
+        for j in range(MODEL_HASH_BYTES):
+            info_bytes[17 + j] = model_hash.word_select(j, 8)
+        info_len = len(info)
+        pad = 1 << (info_len - 1).bit_length()
+        info_a = Array(info_bytes + [Const(0, 8)] * (pad - info_len))
+        acc32 = Signal(signed(32))
+        k8 = Signal(8)
+        m.d.comb += [acc32.eq(accs[slot]), k8.eq(n_res)]
+        with m.Switch(r_kind):
+            with m.Case(_K.INFO):
+                m.d.comb += tx_byte.eq(info_a[idx[:(pad - 1).bit_length()]])
+            with m.Case(_K.LOAD):
+                m.d.comb += tx_byte.eq(Cat(l_mem, l_off, l_dlen, Const(0, 8)).word_select(idx[:3], 8))
+            with m.Case(_K.DONE):
+                m.d.comb += tx_byte.eq(done.word_select(idx[0], 8))
+            with m.Case(_K.ERROR):
+                m.d.comb += tx_byte.eq(Cat(err_code, err_cmd, err_detail, Const(0, 16)).word_select(idx[:3], 8))
+            with m.Case(_K.COUNTERS):
+                with m.If(idx == 0):
+                    m.d.comb += tx_byte.eq(n_ctr)
+                with m.Else():
+                    m.d.comb += tx_byte.eq(c_snap.word_select(sub, 8))
+            with m.Case(_K.TOPK):
+                with m.Switch(tph):
+                    with m.Case(0):
+                        m.d.comb += tx_byte.eq(Cat(k8, scale_m, scale_e[:16], Const(0, 24)).word_select(idx[:3], 8))
+                    with m.Case(1):
+                        m.d.comb += tx_byte.eq(ids[slot].word_select(sub[0], 8))
+                    with m.Default():
+                        m.d.comb += tx_byte.eq(acc32.word_select(sub[:2], 8))
+
+        ctr_a = Array(core.counters[j] for j in range(n_ctr))
+
+        # -------------------------------------------------------------- helpers (sync actions)
+        def reply(opcode, nbytes, kind, *, after_step=False):
+            m.d.sync += [r_op.eq(opcode), r_len.eq(nbytes), r_kind.eq(kind), idx.eq(0), slot.eq(0), sub.eq(0),
+                         tph.eq(0), post.eq(after_step)]
+
+        def error(code, command, detail=0, *, after_step=False):
+            m.d.sync += [err_code.eq(code), err_cmd.eq(command), err_detail.eq(detail)]
+            reply(Reply.ERROR, 6, _K.ERROR, after_step=after_step)
+
+        def drain_then_send(more):
+            """Read the rest of the frame's payload (if ``more``), then send the prepared reply."""
+            with m.If(more):
+                m.next = "DRAIN"
+            with m.Else():
+                m.next = "SEND_HDR"
+
+        def finish():
+            with m.If(post):
+                m.next = "POST"
+            with m.Else():
+                m.next = "IDLE"
+
+        lengths = command_lengths()
+        hdr_op = self.header.payload.opcode
+        hdr_len = self.header.payload.length
+        known = Signal()
+        len_ok = Signal()
+        m.d.comb += known.eq(hdr_op < len(Command))
+        with m.Switch(hdr_op):
+            for c, (n, exact) in lengths.items():
+                with m.Case(int(c)):
+                    m.d.comb += len_ok.eq((hdr_len == n) if exact else (hdr_len >= n))
+
+        a_token = args[:16]
+        a_count = args[16:32]
+        a_vocab = args[8 * MODEL_HASH_BYTES:8 * MODEL_HASH_BYTES + 32]
+
+        # -------------------------------------------------------------- FSM
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.idle.eq(~active & ~line_err & ~self.error.valid & ~self.header.valid)
+                with m.If(active & issue):
+                    m.d.comb += [core.cmd.valid.eq(1), core.cmd.payload.reset.eq(0),
+                                 core.cmd.payload.token.eq(token)]
+                    with m.If(core.cmd.ready):
+                        m.d.sync += issue.eq(0)
+                with m.Elif(active & core.result.valid):
+                    m.d.sync += n_res.eq(0)
+                    m.next = "COLLECT"
+                with m.Elif(~active | gen):
+                    with m.If(self.error.valid):
+                        m.d.comb += self.error.ready.eq(1)
+                        error(self.error.payload, 0xFF)
+                        m.next = "SEND_HDR"
+                    with m.Elif(line_err):
+                        m.d.sync += line_err.eq(0)
+                        error(ErrorCode.LINE_ERROR, 0xFF)
+                        m.next = "SEND_HDR"
+                    with m.Elif(self.header.valid):
+                        m.d.comb += self.header.ready.eq(1)
+                        m.d.sync += [op.eq(hdr_op), length.eq(hdr_len), cnt.eq(0)]
+                        more = hdr_len != 0
+                        with m.If(active):
+                            error(ErrorCode.BUSY, hdr_op)
+                            drain_then_send(more)
+                        with m.Elif(~known):
+                            error(ErrorCode.UNKNOWN_COMMAND, hdr_op, hdr_op)
+                            drain_then_send(more)
+                        with m.Elif(~len_ok):
+                            error(ErrorCode.BAD_LENGTH, hdr_op, hdr_len)
+                            drain_then_send(more)
+                        with m.Elif(hdr_op == Command.PING):
+                            reply(Reply.PONG, hdr_len, _K.PONG)
+                            m.next = "SEND_HDR"
+                        with m.Elif(more):
+                            m.next = "ARGS"
+                        with m.Else():
+                            m.next = "EXEC"
+
+            with m.State("DRAIN"):
+                m.d.comb += self.payload.ready.eq(1)
+                with m.If(self.payload.valid & self.payload.payload.last):
+                    m.next = "SEND_HDR"
+
+            with m.State("ARGS"):
+                m.d.comb += self.payload.ready.eq(1)
+                with m.If(self.payload.valid):
+                    with m.If(cnt < _ARG_BYTES):
+                        m.d.sync += args.word_select(cnt[:(_ARG_BYTES - 1).bit_length()], 8).eq(
+                            self.payload.payload.data)
+                    m.d.sync += cnt.eq(cnt + 1)
+                    with m.If((op == Command.LOAD) & (cnt == LOAD_HEADER_BYTES - 1)):
+                        m.next = "LOAD_CHECK"
+                    with m.Elif(self.payload.payload.last):
+                        m.next = "EXEC"
+
+            with m.State("EXEC"):
+                with m.Switch(op):
+                    with m.Case(Command.INFO):
+                        reply(Reply.INFO, info_len, _K.INFO)
+                        m.next = "SEND_HDR"
+                    with m.Case(Command.RESET_STATE):
+                        m.next = "RST_CMD"
+                    with m.Case(Command.STEP, Command.GENERATE):
+                        is_gen = op == Command.GENERATE
+                        m.next = "SEND_HDR"
+                        with m.If(~model_set):
+                            error(ErrorCode.NO_MODEL, op)
+                        with m.Elif(a_token >= vocab):
+                            error(ErrorCode.BAD_TOKEN, op, a_token)
+                        with m.Elif(is_gen & (a_count == 0)):
+                            m.d.sync += done.eq(0)
+                            reply(Reply.GENERATE_DONE, 2, _K.DONE)
+                        with m.Else():
+                            m.d.sync += [active.eq(1), gen.eq(is_gen), issue.eq(1), failed.eq(0),
+                                         token.eq(a_token), remaining.eq(Mux(is_gen, a_count, 1)), done.eq(0)]
+                            m.next = "IDLE"
+                    with m.Case(Command.READ_COUNTERS):
+                        reply(Reply.COUNTERS, 1 + 8 * n_ctr, _K.COUNTERS)
+                        m.next = "SEND_HDR"
+                    with m.Case(Command.SET_MODEL):
+                        m.next = "SEND_HDR"
+                        with m.If((a_vocab == 0) | (a_vocab > (1 << 16))):
+                            error(ErrorCode.BAD_ARGUMENT, op, a_vocab)
+                        with m.Else():
+                            m.d.sync += [model_set.eq(1), model_hash.eq(args[:8 * MODEL_HASH_BYTES]),
+                                         vocab.eq(a_vocab)]
+                            reply(Reply.SET_MODEL, 0, _K.NONE)
+                    with m.Default():       # unreachable: checked at the header
+                        error(ErrorCode.INTERNAL, op, 0)
+                        m.next = "SEND_HDR"
+
+            # ---------------------------------------------------------- RESET_STATE
+            with m.State("RST_CMD"):
+                m.d.comb += [core.cmd.valid.eq(1), core.cmd.payload.reset.eq(1), core.cmd.payload.token.eq(0)]
+                with m.If(core.cmd.ready):
+                    m.next = "RST_WAIT"
+            with m.State("RST_WAIT"):
+                with m.If(~core.busy):
+                    reply(Reply.RESET_STATE, 0, _K.NONE)
+                    m.next = "SEND_HDR"
+
+            # ---------------------------------------------------------- LOAD
+            with m.State("LOAD_CHECK"):
+                mem8 = args[:8]
+                mid = mem8[:2]
+                dlen = length - LOAD_HEADER_BYTES
+                m.d.sync += [l_mem.eq(mem8), l_off.eq(args[8:40]), l_dlen.eq(dlen)]
+                with m.If((mem8 >= 4) | ~valid_a[mid]):
+                    error(ErrorCode.BAD_ARGUMENT, Command.LOAD, mem8)
+                    drain_then_send(dlen != 0)
+                with m.Else():
+                    m.d.sync += [l_wb_last.eq(wb_last_a[mid]), l_depth.eq(depth_a[mid]),
+                                 div_d.eq(wb_last_a[mid] + 1), div_i.eq(0),
+                                 dvd_off.eq(args[8:40]), dvd_len.eq(dlen), rem_off.eq(0), rem_len.eq(0)]
+                    m.next = "LOAD_DIV"
+
+            with m.State("LOAD_DIV"):
+                def div_step(dvd, rem, q):
+                    r2 = Cat(dvd[31], rem)
+                    ge = r2 >= div_d
+                    m.d.sync += [dvd.eq(dvd << 1), q.eq(Cat(ge, q[:31])),
+                                 rem.eq(Mux(ge, r2 - div_d, r2))]
+                div_step(dvd_off, rem_off, q_off)
+                div_step(dvd_len, rem_len, q_len)
+                m.d.sync += div_i.eq(div_i + 1)
+                with m.If(div_i == 31):
+                    m.next = "LOAD_RANGE"
+
+            with m.State("LOAD_RANGE"):
+                more = l_dlen != 0
+                with m.If(rem_off != 0):
+                    error(ErrorCode.BAD_ARGUMENT, Command.LOAD, l_off)
+                    drain_then_send(more)
+                with m.Elif(rem_len != 0):
+                    error(ErrorCode.BAD_ARGUMENT, Command.LOAD, l_dlen)
+                    drain_then_send(more)
+                with m.Elif((q_off + q_len) > l_depth):
+                    error(ErrorCode.BAD_ARGUMENT, Command.LOAD, l_off + l_dlen)
+                    drain_then_send(more)
+                with m.Else():
+                    m.d.sync += [model_set.eq(0), waddr.eq(q_off), bpos.eq(0), word.eq(0), l_pending.eq(0),
+                                 l_last.eq(~more)]
+                    m.next = "LOAD_DATA"
+
+            with m.State("LOAD_DATA"):
+                m.d.comb += [core.load.valid.eq(l_pending), core.load.payload.mem.eq(l_mem[:2]),
+                             core.load.payload.addr.eq(waddr), core.load.payload.data.eq(word),
+                             self.payload.ready.eq(~l_pending & ~l_last)]
+                with m.If(core.load.valid & core.load.ready):
+                    m.d.sync += [l_pending.eq(0), waddr.eq(waddr + 1), word.eq(0)]
+                with m.If(self.payload.valid & self.payload.ready):
+                    m.d.sync += word.word_select(bpos, 8).eq(self.payload.payload.data)
+                    with m.If(bpos == l_wb_last):
+                        m.d.sync += [bpos.eq(0), l_pending.eq(1)]
+                    with m.Else():
+                        m.d.sync += bpos.eq(bpos + 1)
+                    with m.If(self.payload.payload.last):
+                        m.d.sync += l_last.eq(1)
+                with m.If(l_last & ~l_pending):
+                    reply(Reply.LOAD, 7, _K.LOAD)
+                    m.next = "SEND_HDR"
+
+            # ---------------------------------------------------------- results of a step
+            with m.State("COLLECT"):
+                m.d.comb += core.result.ready.eq(1)
+                res = core.result.payload
+                with m.If(core.result.valid):
+                    with m.If(res.present & (n_res < k)):
+                        m.d.sync += [ids[n_res].eq(res.id), accs[n_res].eq(res.acc), n_res.eq(n_res + 1),
+                                     scale_m.eq(res.m), scale_e.eq(res.e)]
+                    with m.If(res.last):
+                        m.next = "CHECK"
+
+            with m.State("CHECK"):
+                run_op = Mux(gen, Command.GENERATE, Command.STEP)
+                m.next = "SEND_HDR"
+                with m.If(core.error):
+                    m.d.sync += failed.eq(1)
+                    error(ErrorCode.INTERNAL, run_op, INTERNAL_CORE_ERROR, after_step=True)
+                with m.Elif(n_res == 0):
+                    m.d.sync += failed.eq(1)
+                    error(ErrorCode.INTERNAL, run_op, INTERNAL_NO_RESULT, after_step=True)
+                with m.Elif(gen & (ids[0] >= vocab)):
+                    m.d.sync += failed.eq(1)
+                    error(ErrorCode.INTERNAL, run_op, INTERNAL_BAD_NEXT_TOKEN, after_step=True)
+                with m.Else():
+                    reply(Reply.TOPK, 5 + 6 * n_res, _K.TOPK, after_step=True)
+
+            with m.State("POST"):
+                m.d.sync += post.eq(0)
+                with m.If(~failed):
+                    m.d.sync += done.eq(done + 1)
+                with m.If(gen & ~failed & (remaining > 1)):
+                    m.d.sync += [remaining.eq(remaining - 1), token.eq(ids[0]), issue.eq(1)]
+                    m.next = "IDLE"
+                with m.Elif(gen):
+                    m.d.sync += [active.eq(0), gen.eq(0)]
+                    reply(Reply.GENERATE_DONE, 2, _K.DONE)
+                    m.next = "SEND_HDR"
+                with m.Else():
+                    m.d.sync += active.eq(0)
+                    m.next = "IDLE"
+
+            # ---------------------------------------------------------- reply sender
+            with m.State("SEND_HDR"):
+                m.d.comb += [self.tx_header.valid.eq(1), self.tx_header.payload.opcode.eq(r_op),
+                             self.tx_header.payload.length.eq(r_len)]
+                with m.If(self.tx_header.ready):
+                    with m.If(r_kind == _K.COUNTERS):
+                        m.d.sync += c_snap.eq(ctr_a[0])
+                    with m.If(r_len == 0):
+                        finish()
+                    with m.Else():
+                        m.next = "SEND_BODY"
+
+            with m.State("SEND_BODY"):
+                last = idx == r_len - 1
+                m.d.comb += self.tx_payload.payload.last.eq(last)
+                with m.If(r_kind == _K.PONG):
+                    m.d.comb += [self.tx_payload.valid.eq(self.payload.valid),
+                                 self.tx_payload.payload.data.eq(self.payload.payload.data),
+                                 self.payload.ready.eq(self.tx_payload.ready)]
+                with m.Else():
+                    m.d.comb += [self.tx_payload.valid.eq(1), self.tx_payload.payload.data.eq(tx_byte)]
+                with m.If(self.tx_payload.valid & self.tx_payload.ready):
+                    m.d.sync += idx.eq(idx + 1)
+                    with m.Switch(r_kind):
+                        with m.Case(_K.COUNTERS):
+                            with m.If(idx != 0):
+                                m.d.sync += sub.eq(sub + 1)
+                                with m.If((sub == 7) & (slot < n_ctr - 1)):
+                                    m.d.sync += [slot.eq(slot + 1), c_snap.eq(ctr_a[slot + 1])]
+                        with m.Case(_K.TOPK):
+                            with m.Switch(tph):
+                                with m.Case(0):
+                                    with m.If(idx == 4):
+                                        m.d.sync += [tph.eq(1), slot.eq(0), sub.eq(0)]
+                                with m.Case(1):
+                                    m.d.sync += sub.eq(sub[0] ^ 1)
+                                    with m.If(sub[0]):
+                                        m.d.sync += slot.eq(slot + 1)
+                                        with m.If(slot == n_res - 1):
+                                            m.d.sync += [tph.eq(2), slot.eq(0)]
+                                with m.Default():
+                                    m.d.sync += sub.eq(sub[:2] + 1)
+                                    with m.If(sub[:2] == 3):
+                                        m.d.sync += [slot.eq(slot + 1), sub.eq(0)]
+                    with m.If(last):
+                        finish()
+
+        return m
