@@ -358,7 +358,7 @@ class BoardTop(wiring.Component):
         m.domains.sync = ClockDomain("sync")
         m.d.comb += ClockSignal("sync").eq(clk)
         platform.add_clock_constraint(clk, f_out)
-        button = platform.request(spec["reset"], 0)
+        m.submodules.button = button = io.Buffer("i", platform.request(spec["reset"], 0, dir="-"))
         m.submodules.reset_sync = ResetSynchronizer(~locked | button.i, domain="sync")
         return locked
 
@@ -377,8 +377,10 @@ class BoardTop(wiring.Component):
         wiring.connect(m, link.core, core)
         wiring.connect(m, urx.o, link.rx)
         wiring.connect(m, link.tx, utx.i)
-        uart = platform.request("uart", 0)
-        m.d.comb += [urx.rx.eq(uart.rx.i), uart.tx.o.eq(utx.tx),
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.uart_rx_pin = rx_pin = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx_pin = tx_pin = io.Buffer("o", uart.tx)
+        m.d.comb += [urx.rx.eq(rx_pin.i), tx_pin.o.eq(utx.tx),
                      link.line_error.eq(urx.frame_error | urx.overrun)]
 
         # status LEDs
@@ -405,8 +407,9 @@ class BoardTop(wiring.Component):
                   stretch(utx.i.valid & utx.i.ready), locked, line_seen]
         for j, value in enumerate(status):
             try:
-                led = platform.request("led", j)
+                port = platform.request("led", j, dir="-")
             except ResourceError:       # the board has fewer LEDs
                 break
+            m.submodules[f"led{j}"] = led = io.Buffer("o", port)
             m.d.comb += led.o.eq(value)
         return m

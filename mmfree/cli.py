@@ -22,6 +22,7 @@ COMMANDS = {
     "generate": ("mmfree.model.generate", "cli"),
     "info": ("mmfree.host.info", "cli"),
     "train": ("mmfree.model.train", "cli"),
+    "sim": ("mmfree.sim.harness", "cli"),
 }
 
 
