@@ -1,0 +1,905 @@
+"""The accelerator core: sequencer, memories, vector passes, TAC array, epilogue and top-k.
+
+One :class:`Core` runs the compiled program (docs/isa.md) one token at a
+time and equals :class:`mmfree.model.machine.GoldenMachine` bit for bit. Its
+ports are the contract of :mod:`mmfree.hw.coreif`.
+
+Datapath of one LINEAR (docs/architecture.md)::
+
+    vmem --b--> [max pre-pass] --> StatsPass --t--> SumSqSqrt ----------+
+    cmem --cu,cv--^                     \\--M[q]--> QuantRecip[q] --+--> OutputScale[q] --> scale[q]
+                                                                   |
+    vmem, cmem --b,cv_q--> QuantPass (R, sh of q) --codes--> qbuf[q]
+    wmem --tiles--> WeightDecoder -> TACArray <--codes-- qbuf
+    TACArray --row blocks--> feeder --elements--> Dequant x3 --> ADD | MLGRU | GLU | WRITE --> collector --> vmem
+                                    \\--(TOPK)--> TopK --> result
+
+Memory organisation: ``vmem`` and ``cmem`` are ``vec_lanes`` words wide (one
+read gives a vector slice; the compiler starts every region on a multiple of
+``vec_lanes``), with per-word write enables; ``qbuf`` holds three vectors of
+int8 codes, ``cols`` per word; ``wmem`` one tile per word; ``pmem`` one
+64-bit instruction word per address. Every memory has one read and one write
+port (simple dual-port block RAM).
+
+Contract
+--------
+* ``rows == cols == vec_lanes`` (a row block is one vmem word; a quantizer
+  beat is one qbuf word), a power of two; every memory depth fixed.
+* Throughput: the array takes one tile per cycle while the epilogue keeps up
+  (it handles one element per cycle, so a LINEAR whose row blocks take fewer
+  than ``rows`` tiles is epilogue bound).
+* Per LINEAR, serially: instruction fetch (one cycle per word), the block
+  shift (free when the base vector is the previous instruction's result,
+  otherwise a max pre-pass of ``ceil(n/L)`` cycles), the statistics pass
+  (``nvec`` cycles per beat: one per C16 vector it reads), the scalar units,
+  one quantization pass per quantizer (``ceil(n/L)`` cycles plus the pass's
+  latency), then the matrix, overlapped with dequantization and the
+  epilogue, and the epilogue's drain.
+* Cycle counters (``coreif``): ``embed`` EMBED; ``stats`` max pre-pass,
+  statistics and scalar units; ``quant`` quantization passes; ``matrix``
+  tile streaming of non-head LINEARs; ``drain`` instruction fetch and the
+  epilogue drain after the last tile; ``head`` the head's tile streaming,
+  drain and the top-k readout.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, fifo, memory, wiring
+
+from mmfree import isa
+from mmfree.numerics import ACC_BITS, BS_BITS
+from mmfree.protocol import COUNTER_NAMES, MemoryId
+from mmfree.targets import Target
+
+from .coreif import COUNTER_BITS, CoreSignature
+from .elementwise import GLUCell, MLGRUCell, ResidualAdd, Dequant
+from .quantizer import QuantPass, StatsPass
+from .scalar import OutputScale, QuantRecip, SumSqSqrt
+from .tac import DecodingTAC
+from .topk import TopK
+
+__all__ = ["Core"]
+
+V32 = signed(32)
+_CNT = {name: i for i, name in enumerate(COUNTER_NAMES)}
+
+
+def _log2(n: int) -> int:
+    return n.bit_length() - 1
+
+
+def _bitlen32(m: Module, v, name: str) -> Signal:
+    """``bitlen`` of an unsigned 32-bit value (0 for 0), combinational priority encoder."""
+    out = Signal(range(33), name=name)
+    for i in range(32):
+        with m.If(v[i]):
+            m.d.comb += out.eq(i + 1)
+    return out
+
+
+class Core(wiring.Component):
+    """The accelerator core for one target (see the module docstring).
+
+    Parameters
+    ----------
+    target : mmfree.targets.Target
+        Lane arrangement, memory shapes, ``topk`` and ``max_input``; every
+        memory depth must be set (size the ``sim`` target to the model).
+
+    Attributes
+    ----------
+    memories : dict
+        ``name -> (width, depth)`` in words as seen by the program (vmem and
+        cmem in elements, not wide words), for INFO and the loaders.
+    """
+
+    def __init__(self, target: Target):
+        if not isinstance(target, Target):
+            raise TypeError(f"target must be a mmfree.targets.Target, not {target!r}")
+        L = target.vec_lanes
+        if not (target.rows == target.cols == L):
+            raise ValueError(f"target {target.name}: the core needs rows == cols == vec_lanes, got "
+                             f"{target.rows} x {target.cols} with vec_lanes {L}")
+        if L & (L - 1):
+            raise ValueError(f"target {target.name}: vec_lanes must be a power of two, got {L}")
+        for mem in target.memories:
+            if mem.depth is None:
+                raise ValueError(f"target {target.name}: memory {mem.name} has no depth; size it to the model first")
+        if target.max_input is None or target.max_input < 1:
+            raise ValueError(f"target {target.name}: max_input must be set")
+        for name in ("cmem", "vmem"):
+            if target.memory(name).depth % L:
+                raise ValueError(f"target {target.name}: {name} depth must be a multiple of vec_lanes ({L})")
+        self.target = target
+        self.memories = {m.name: (m.width, m.depth) for m in target.memories}
+        data_bits = max(w for w, _ in self.memories.values())
+        super().__init__(CoreSignature(data_bits))
+
+    # ------------------------------------------------------------------
+    def elaborate(self, platform):
+        t = self.target
+        L = t.vec_lanes
+        LB = _log2(L)
+        K = t.topk
+        m = Module()
+
+        wbits, wdepth = self.memories["wmem"]
+        cdepth = self.memories["cmem"][1] // L
+        vdepth = self.memories["vmem"][1] // L
+        pdepth = self.memories["pmem"][1]
+        qd = -(-t.max_input // L)                      # qbuf words per slot
+
+        # ---------------------------------------------------------- memories
+        m.submodules.wmem = wmem = memory.Memory(shape=wbits, depth=wdepth, init=[])
+        m.submodules.cmem = cmem = memory.Memory(shape=16 * L, depth=cdepth, init=[])
+        m.submodules.vmem = vmem = memory.Memory(shape=32 * L, depth=vdepth, init=[])
+        m.submodules.pmem = pmem = memory.Memory(shape=64, depth=pdepth, init=[])
+        m.submodules.qbuf = qbuf = memory.Memory(shape=8 * L, depth=3 * qd, init=[])
+        w_rd, w_wr = wmem.read_port(), wmem.write_port()
+        c_rd, c_wr = cmem.read_port(), cmem.write_port(granularity=16)
+        v_rd, v_wr = vmem.read_port(), vmem.write_port(granularity=32)
+        p_rd, p_wr = pmem.read_port(), pmem.write_port()
+        q_rd, q_wr = qbuf.read_port(), qbuf.write_port()
+
+        c_lanes = c_rd.data
+        v_lanes = v_rd.data
+
+        def c_lane(i):
+            return c_lanes.word_select(i, 16)
+
+        def v_lane(i):
+            return v_lanes.word_select(i, 32)
+
+        # ---------------------------------------------------------- units
+        m.submodules.stats = stats = StatsPass(L, 3)
+        m.submodules.quant = quant = QuantPass(L)
+        m.submodules.sqrt = sqrt = SumSqSqrt()
+        recips = [QuantRecip() for _ in range(3)]
+        scales = [OutputScale() for _ in range(3)]
+        dqs = [Dequant(ACC_BITS, 18) for _ in range(3)]
+        for q in range(3):
+            m.submodules[f"recip{q}"] = recips[q]
+            m.submodules[f"oscale{q}"] = scales[q]
+            m.submodules[f"dequant{q}"] = dqs[q]
+        m.submodules.tac = tac = DecodingTAC(L, L, t.packing)
+        m.submodules.mlgru = mlgru = MLGRUCell()
+        m.submodules.glu = glu = GLUCell()
+        m.submodules.radd = radd = ResidualAdd()
+        m.submodules.topk = topk = TopK(K, 16, ACC_BITS)
+
+        # ---------------------------------------------------------- counters
+        ctr = [Signal(COUNTER_BITS, name=f"ctr_{n}") for n in COUNTER_NAMES]
+        for i, c in enumerate(ctr):
+            m.d.comb += self.counters[i].eq(c)
+        m.d.sync += ctr[_CNT["cycles"]].eq(ctr[_CNT["cycles"]] + 1)
+        count = Signal(range(len(COUNTER_NAMES)))   # class of this cycle (0: none)
+        count_en = Signal()
+        with m.If(count_en):
+            for i in range(2, len(COUNTER_NAMES)):
+                with m.If(count == i):
+                    m.d.sync += ctr[i].eq(ctr[i] + 1)
+
+        # ---------------------------------------------------------- instruction registers
+        token = Signal(16)
+        pc = Signal(range(pdepth + 1))
+        widx = Signal(4)                 # word of the instruction being fetched
+        wlen = Signal(4)                 # its length in words
+        w0 = Signal(64)
+        w1 = Signal(64)
+        w2 = Signal(64)
+        w3 = Signal(64)
+        qw = [Signal(64, name=f"qword{q}") for q in range(3)]
+        sw = [Signal(64, name=f"sword{s}") for s in range(3)]
+        error = Signal()
+        m.d.comb += self.error.eq(error | tac.error)
+
+        op = w0[0:8]
+        epi = w0[8:12]
+        nq = w0[12:14]
+        ns = w0[14:16]
+        unit_cu = w0[16]
+        has_lb = w0[17]
+        # LINEAR fields
+        n = w0[24:48]
+        wbase = w1[0:32]
+        cu_addr = w1[32:64]
+        src = w2[0:24]
+        dst = w2[24:48]
+        aux = w3[0:24]
+        lb_addr = w3[32:64]
+        cv_addr = Array([w[0:32] for w in qw])
+        k_m = [w[32:48] for w in qw]
+        k_e = [w[48:64] for w in qw]
+        seg_q = Array([w[0:2] for w in sw])
+        rows = sw[0][8:32]
+        # EMBED fields
+        e_code16 = w0[8]
+        e_dst = w0[16:40]
+        e_n = w0[40:64]
+        e_codes = w1[0:32]
+        e_scales = w1[32:64]
+
+        is_head = Signal()
+        m.d.comb += is_head.eq(epi == isa.Epilogue.TOPK)
+        nb = Signal(24)                  # beats of the input (ceil(n / L))
+        nrb = Signal(24)                 # row blocks of the output (ceil(rows / L))
+        m.d.comb += [nb.eq((n + L - 1) >> LB), nrb.eq((rows + L - 1) >> LB)]
+        ntiles = Signal(32)
+        m.d.sync += ntiles.eq(nrb * ns * nb)   # settled long before the matrix starts
+
+        # alignment: vector operands must start on a wide word
+        misaligned = Signal()
+        m.d.comb += misaligned.eq((src[:LB] != 0) | (dst[:LB] != 0) | (aux[:LB] != 0) |
+                                  (cu_addr[:LB] != 0) | (lb_addr[:LB] != 0) |
+                                  (qw[0][:LB] != 0) | (qw[1][:LB] != 0) | (qw[2][:LB] != 0)) if LB else \
+            misaligned.eq(0)
+
+        # ---------------------------------------------------------- block shift tracking
+        trk_valid = Signal()
+        trk_dst = Signal(24)
+        trk_n = Signal(24)
+        trk_max = Signal(32)
+        run_max = Signal(32)             # max |value| written to dst by the current instruction
+        sb = Signal(signed(6))
+        blen = _bitlen32(m, trk_max, "blen")
+        sb_next = Signal(signed(7))
+        m.d.comb += sb_next.eq(Mux(trk_max == 0, 0, blen - BS_BITS))
+
+        # ---------------------------------------------------------- per-LINEAR scalars
+        t_stat = Signal(48)
+        m_stat = [Signal(31, name=f"mstat{q}") for q in range(3)]
+        sqrt_v = Signal(16)
+        et_v = Signal(signed(6))
+        sqrt_ok = Signal()
+        r_v = [Signal(15, name=f"r{q}") for q in range(3)]
+        m16_v = [Signal(16, name=f"m16_{q}") for q in range(3)]
+        sh_v = [Signal(signed(5), name=f"sh{q}") for q in range(3)]
+        recip_ok = [Signal(name=f"recip_ok{q}") for q in range(3)]
+        scale_req = [Signal(name=f"scale_req{q}") for q in range(3)]
+        scale_ok = [Signal(name=f"scale_ok{q}") for q in range(3)]
+        scale_m = [Signal(16, name=f"scale_m{q}") for q in range(3)]
+        scale_e = [Signal(signed(18), name=f"scale_e{q}") for q in range(3)]
+        head_m = Signal(16)
+        head_e = Signal(signed(18))
+        have_head = Signal()
+        start_scalar = Signal()
+
+        for q in range(3):
+            used = Signal(name=f"qused{q}")
+            m.d.comb += used.eq(q < nq)
+            m.d.comb += [recips[q].req.payload.eq(m_stat[q]), recips[q].resp.ready.eq(1)]
+            with m.If(start_scalar & used):
+                m.d.sync += recips[q].req.valid.eq(1)
+            with m.If(recips[q].req.valid & recips[q].req.ready):
+                m.d.sync += recips[q].req.valid.eq(0)
+            with m.If(recips[q].resp.valid):
+                m.d.sync += [r_v[q].eq(recips[q].resp.payload.r), m16_v[q].eq(recips[q].resp.payload.m16),
+                             sh_v[q].eq(recips[q].resp.payload.sh), recip_ok[q].eq(1)]
+            # output scale once sqrt and reciprocal are known
+            sreq = scales[q].req
+            m.d.comb += [sreq.payload.k_m.eq(k_m[q]), sreq.payload.k_e.eq(k_e[q]), sreq.payload.m16.eq(m16_v[q]),
+                         sreq.payload.sh.eq(sh_v[q]), sreq.payload.sqrt.eq(sqrt_v), sreq.payload.et.eq(et_v),
+                         scales[q].resp.ready.eq(1)]
+            with m.If(sqrt_ok & recip_ok[q] & ~scale_req[q]):
+                m.d.sync += [sreq.valid.eq(1), scale_req[q].eq(1)]
+            with m.If(sreq.valid & sreq.ready):
+                m.d.sync += sreq.valid.eq(0)
+            with m.If(scales[q].resp.valid):
+                m.d.sync += [scale_m[q].eq(scales[q].resp.payload.m), scale_e[q].eq(scales[q].resp.payload.e),
+                             scale_ok[q].eq(1)]
+        m.d.comb += [sqrt.req.payload.eq(t_stat), sqrt.resp.ready.eq(1)]
+        with m.If(start_scalar):
+            m.d.sync += sqrt.req.valid.eq(1)
+        with m.If(sqrt.req.valid & sqrt.req.ready):
+            m.d.sync += sqrt.req.valid.eq(0)
+        with m.If(sqrt.resp.valid):
+            m.d.sync += [sqrt_v.eq(sqrt.resp.payload.sqrt), et_v.eq(sqrt.resp.payload.et), sqrt_ok.eq(1)]
+        scales_ready = Signal()
+        m.d.comb += scales_ready.eq(Cat(*[scale_ok[q] | (q >= nq) for q in range(3)]).all())
+        recips_ready = Signal()
+        m.d.comb += recips_ready.eq(Cat(*[recip_ok[q] | (q >= nq) for q in range(3)]).all())
+        clear_scalars = Signal()
+        with m.If(clear_scalars):
+            m.d.sync += [sqrt_ok.eq(0)] + [s.eq(0) for s in recip_ok + scale_req + scale_ok]
+
+        # ---------------------------------------------------------- vector read loops (max, stats, quant)
+        # One generic loop: beat c, vector slot k (0: b + first C16 vector).
+        rd_c = Signal(24)
+        rd_k = Signal(2)
+        rd_q = Signal(2)                 # quantizer of the quant pass
+        nvec = Signal(3)                 # C16 vectors per stats beat
+        m.d.comb += nvec.eq(Mux(unit_cu, nq, nq + 1))
+        vec_addr = Signal(32)            # C16 vector of slot rd_k (stats) / quantizer rd_q (quant)
+        # tag of the read issued last cycle
+        tg_valid = Signal()
+        tg_c = Signal(24)
+        tg_k = Signal(2)
+        tg_last = Signal()               # last slot of its beat
+        b_reg = Signal(32 * L)
+        slot = [Signal(16 * L, name=f"slot{k}") for k in range(4)]
+
+        # lane mask of beat tg_c: element index < n
+        lane_ok = Signal(L)
+        for i in range(L):
+            m.d.comb += lane_ok[i].eq(Cat(Const(i, LB) if LB else Const(0, 0), tg_c) < n)
+
+        b_now = Signal(32 * L)
+        m.d.comb += b_now.eq(Mux(tg_k == 0, v_lanes, b_reg))
+        b_masked = Signal(32 * L)
+        for i in range(L):
+            m.d.comb += b_masked.word_select(i, 32).eq(Mux(lane_ok[i], b_now.word_select(i, 32), 0))
+        slot_now = [Signal(16 * L, name=f"slot_now{k}") for k in range(4)]
+        for k in range(4):
+            m.d.comb += slot_now[k].eq(Mux(tg_k == k, c_lanes, slot[k]))
+        with m.If(tg_valid):
+            with m.If(tg_k == 0):
+                m.d.sync += b_reg.eq(v_lanes)
+            for k in range(4):
+                with m.If(tg_k == k):
+                    m.d.sync += slot[k].eq(c_lanes)
+
+        # stats beat
+        sp = stats.i.payload
+        m.d.comb += [stats.sb.eq(sb), stats.unit_cu.eq(unit_cu), stats.o.ready.eq(1)]
+        for i in range(L):
+            m.d.comb += sp.b[i].eq(b_masked.word_select(i, 32))
+            m.d.comb += sp.cu[i].eq(slot_now[0].word_select(i, 16))
+            for q in range(3):
+                src_slot = Mux(unit_cu, slot_now[q].word_select(i, 16), slot_now[q + 1].word_select(i, 16)) \
+                    if q < 3 else None
+                m.d.comb += sp.cv[q][i].eq(src_slot)
+        m.d.comb += [sp.first.eq(tg_c == 0), sp.last.eq(tg_c == nb - 1)]
+        stats_done = Signal()
+        with m.If(stats.o.valid):
+            m.d.sync += [t_stat.eq(stats.o.payload.t), stats_done.eq(1)]
+            for q in range(3):
+                m.d.sync += m_stat[q].eq(stats.o.payload.m[q])
+
+        # quant beat
+        qp = quant.i.payload
+        m.d.comb += [quant.sb.eq(sb), quant.sh.eq(Array(sh_v)[rd_q]), quant.r.eq(Array(r_v)[rd_q]),
+                     quant.o.ready.eq(1)]
+        for i in range(L):
+            m.d.comb += [qp.b[i].eq(b_masked.word_select(i, 32)), qp.cv[i].eq(c_lane(i))]
+        q_out_c = Signal(24)
+        m.d.comb += [q_wr.addr.eq(rd_q * qd + q_out_c), q_wr.data.eq(quant.o.payload),
+                     q_wr.en.eq(quant.o.valid)]
+        with m.If(quant.o.valid):
+            m.d.sync += q_out_c.eq(q_out_c + 1)
+
+        # max pre-pass
+        pre_max = Signal(32)
+        lane_abs = []
+        for i in range(L):
+            a = Signal(32, name=f"pre_abs{i}")
+            x = b_masked.word_select(i, 32).as_signed()
+            m.d.comb += a.eq(Mux(x < 0, -x, x))
+            lane_abs.append(a)
+        beat_max = lane_abs[0]
+        for i in range(1, L):
+            nxt = Signal(32, name=f"pre_max{i}")
+            m.d.comb += nxt.eq(Mux(lane_abs[i] > beat_max, lane_abs[i], beat_max))
+            beat_max = nxt
+
+        # ---------------------------------------------------------- tile streams into the TAC
+        mat_run = Signal()
+        w_t = Signal(32)
+        w_valid = Signal()
+        m.d.comb += [w_rd.en.eq(~w_valid | tac.w.ready), tac.w.valid.eq(w_valid), tac.w.payload.eq(w_rd.data),
+                     w_rd.addr.eq(wbase + w_t)]
+        with m.If(w_rd.en):
+            with m.If(mat_run & (w_t < ntiles)):
+                m.d.sync += [w_t.eq(w_t + 1), w_valid.eq(1)]
+            with m.Else():
+                m.d.sync += w_valid.eq(0)
+        a_cb = Signal(24)
+        a_s = Signal(2)
+        a_n = Signal(32)                 # tiles issued on the code side
+        a_valid = Signal()
+        a_first = Signal()
+        a_last = Signal()
+        q_rd_en_mat = Signal()
+        m.d.comb += [q_rd_en_mat.eq(~a_valid | tac.a.ready), tac.a.valid.eq(a_valid),
+                     tac.a.payload.a.eq(q_rd.data), tac.a.payload.first.eq(a_first),
+                     tac.a.payload.last.eq(a_last)]
+        m.d.comb += [q_rd.addr.eq(seg_q[a_s] * qd + a_cb), q_rd.en.eq(q_rd_en_mat)]
+        with m.If(q_rd_en_mat):
+            with m.If(mat_run & (a_n < ntiles)):
+                m.d.sync += [a_valid.eq(1), a_first.eq(a_cb == 0), a_last.eq(a_cb == nb - 1), a_n.eq(a_n + 1)]
+                with m.If(a_cb == nb - 1):
+                    m.d.sync += a_cb.eq(0)
+                    with m.If(a_s == ns - 1):
+                        m.d.sync += a_s.eq(0)
+                    with m.Else():
+                        m.d.sync += a_s.eq(a_s + 1)
+                with m.Else():
+                    m.d.sync += a_cb.eq(a_cb + 1)
+            with m.Else():
+                m.d.sync += a_valid.eq(0)
+        m.d.comb += tac.error_clear.eq(self.cmd.valid & self.cmd.ready)
+
+        # ---------------------------------------------------------- feeder: row blocks / embedding -> elements
+        # element stream into the dequantizers (or the top-k)
+        el_valid = Signal()
+        el_ready = Signal()
+        el_acc = [Signal(signed(ACC_BITS), name=f"el_acc{s}") for s in range(3)]
+        el_m = [Signal(16, name=f"el_m{s}") for s in range(3)]
+        el_e = [Signal(signed(18), name=f"el_e{s}") for s in range(3)]
+        el_aux = Signal(32)
+        el_lb = Signal(16)
+
+        f_mode_embed = Signal()
+        f_run = Signal()
+        f_rb = Signal(24)                # row block (LINEAR) / element index (EMBED)
+        f_s = Signal(2)
+        f_r = Signal(range(L))
+        accbuf = [Signal(data.ArrayLayout(signed(ACC_BITS), L), name=f"accbuf{s}") for s in range(3)]
+        auxw = Signal(32 * L)
+        lbw = Signal(16 * L)
+        f_done = Signal()
+        emb_code = Signal(signed(16))
+        emb_m = Signal(16)
+        emb_e = Signal(signed(16))
+
+        side = fifo.SyncFIFOBuffered(width=48, depth=16)
+        m.submodules.side = side
+
+        # dequantizers in lockstep; the op stage takes their outputs together with the side FIFO
+        dq_ready = dqs[0].i.ready
+        for s in range(3):
+            m.d.comb += [dqs[s].i.valid.eq(el_valid & side.w_rdy),
+                         dqs[s].i.payload.acc.eq(el_acc[s]), dqs[s].i.payload.m.eq(el_m[s]),
+                         dqs[s].i.payload.e.eq(el_e[s])]
+        m.d.comb += [side.w_data.eq(Cat(el_aux, el_lb)), side.w_en.eq(el_valid & dq_ready & side.w_rdy)]
+
+        topk_mode = Signal()
+        tk_id = Signal(16)
+        m.d.comb += [topk.i.payload.id.eq(tk_id), topk.i.payload.acc.eq(el_acc[0])]
+
+        # element handshake: dequant path or top-k
+        with m.If(topk_mode):
+            m.d.comb += el_ready.eq(topk.i.ready)
+        with m.Else():
+            m.d.comb += el_ready.eq(dq_ready & side.w_rdy)
+
+        # ---------------------------------------------------------- op stage
+        dq_o_valid = dqs[0].o.valid
+        side_aux = side.r_data[0:32]
+        side_lb = side.r_data[32:48]
+        join_valid = Signal()
+        m.d.comb += join_valid.eq(dq_o_valid & side.r_rdy)
+        op_ready = Signal()
+        for s in range(3):
+            m.d.comb += dqs[s].o.ready.eq(join_valid & op_ready)
+        m.d.comb += side.r_en.eq(join_valid & op_ready)
+        y = [dqs[s].o.payload for s in range(3)]
+
+        m.d.comb += [mlgru.i.payload.i.eq(y[0]), mlgru.i.payload.f.eq(y[1]), mlgru.i.payload.g.eq(y[2]),
+                     mlgru.i.payload.h.eq(side_aux), mlgru.i.payload.lb.eq(side_lb),
+                     mlgru.i.payload.has_lb.eq(has_lb),
+                     glu.i.payload.a.eq(y[0]), glu.i.payload.b.eq(y[1]),
+                     radd.i.payload.a.eq(side_aux), radd.i.payload.b.eq(y[0])]
+        mode_embed_op = f_mode_embed
+        # results of the op stage
+        res_valid = Signal()
+        res_ready = Signal()
+        res_y = Signal(32)
+        res_h = Signal(32)
+        with m.If(mode_embed_op | (epi == isa.Epilogue.WRITE)):
+            m.d.comb += [op_ready.eq(res_ready), res_valid.eq(join_valid), res_y.eq(y[0])]
+        with m.Elif(epi == isa.Epilogue.ADD):
+            m.d.comb += [radd.i.valid.eq(join_valid), op_ready.eq(radd.i.ready),
+                         res_valid.eq(radd.o.valid), radd.o.ready.eq(res_ready), res_y.eq(radd.o.payload)]
+        with m.Elif(epi == isa.Epilogue.GLU):
+            m.d.comb += [glu.i.valid.eq(join_valid), op_ready.eq(glu.i.ready),
+                         res_valid.eq(glu.o.valid), glu.o.ready.eq(res_ready), res_y.eq(glu.o.payload)]
+        with m.Elif(epi == isa.Epilogue.MLGRU):
+            m.d.comb += [mlgru.i.valid.eq(join_valid), op_ready.eq(mlgru.i.ready),
+                         res_valid.eq(mlgru.o.valid), mlgru.o.ready.eq(res_ready),
+                         res_y.eq(mlgru.o.payload.bo), res_h.eq(mlgru.o.payload.h)]
+
+        # ---------------------------------------------------------- collector: elements -> vmem words
+        col_r = Signal(range(L))
+        col_rb = Signal(24)
+        col_word = Signal(32 * L)
+        col_hword = Signal(32 * L)
+        col_wr_h = Signal()              # pending h word write (next cycle)
+        col_done = Signal()
+        col_rows = Signal(24)            # valid elements of the vector being written
+        col_dst = Signal(24)
+        col_nrb = Signal(24)
+        col_mask = Signal(L)
+        for i in range(L):
+            m.d.comb += col_mask[i].eq(Cat(Const(i, LB) if LB else Const(0, 0), col_rb) < col_rows)
+        m.d.comb += res_ready.eq(~col_wr_h & ~col_done)
+        res_abs = Signal(32)
+        ys = res_y.as_signed()
+        m.d.comb += res_abs.eq(Mux(ys < 0, -ys, ys))
+        lane_valid_now = Signal()
+        m.d.comb += lane_valid_now.eq(Cat(col_r, col_rb) < col_rows if LB else col_rb < col_rows)
+        word_next = Signal(32 * L)
+        hword_next = Signal(32 * L)
+        m.d.comb += [word_next.eq(col_word), hword_next.eq(col_hword)]
+        with m.Switch(col_r):
+            for i in range(L):
+                with m.Case(i):
+                    m.d.comb += [word_next.word_select(i, 32).eq(res_y), hword_next.word_select(i, 32).eq(res_h)]
+        last_lane = Signal()
+        m.d.comb += last_lane.eq(col_r == L - 1)
+
+        # vmem write port arbitration: collector / zeroing / load
+        load_go = Signal()
+        m.d.comb += load_go.eq(self.load.valid & self.load.ready)
+        wr_zero = Signal()
+        zero_addr = Signal(range(vdepth + 1))
+        with m.If(res_valid & res_ready):
+            m.d.sync += [col_word.eq(word_next), col_hword.eq(hword_next)]
+            with m.If(lane_valid_now & (res_abs > run_max)):
+                m.d.sync += run_max.eq(res_abs)
+            with m.If(last_lane):
+                m.d.sync += col_r.eq(0)
+            with m.Else():
+                m.d.sync += col_r.eq(col_r + 1)
+        with m.If(wr_zero):
+            m.d.comb += [v_wr.addr.eq(zero_addr), v_wr.data.eq(0), v_wr.en.eq((1 << L) - 1)]
+        with m.Elif(res_valid & res_ready & last_lane):
+            m.d.comb += [v_wr.addr.eq((col_dst >> LB) + col_rb), v_wr.data.eq(word_next), v_wr.en.eq(col_mask)]
+            with m.If((epi == isa.Epilogue.MLGRU) & ~f_mode_embed):
+                m.d.sync += col_wr_h.eq(1)
+            with m.Else():
+                m.d.sync += col_rb.eq(col_rb + 1)
+                with m.If(col_rb + 1 == col_nrb):
+                    m.d.sync += col_done.eq(1)
+        with m.Elif(col_wr_h):
+            m.d.comb += [v_wr.addr.eq((aux >> LB) + col_rb), v_wr.data.eq(col_hword), v_wr.en.eq(col_mask)]
+            m.d.sync += [col_wr_h.eq(0), col_rb.eq(col_rb + 1)]
+            with m.If(col_rb + 1 == col_nrb):
+                m.d.sync += col_done.eq(1)
+        with m.Elif(load_go & (self.load.payload.mem == MemoryId.VMEM)):
+            m.d.comb += [v_wr.addr.eq(self.load.payload.addr >> LB), v_wr.en.eq(1 << self.load.payload.addr[:LB]
+                                                                                  if LB else 1)]
+            m.d.comb += v_wr.data.eq(self.load.payload.data[:32].replicate(L))
+        # other memories' load writes
+        m.d.comb += [w_wr.addr.eq(self.load.payload.addr), w_wr.data.eq(self.load.payload.data[:wbits]),
+                     w_wr.en.eq(load_go & (self.load.payload.mem == MemoryId.WMEM)),
+                     c_wr.addr.eq(self.load.payload.addr >> LB),
+                     c_wr.data.eq(self.load.payload.data[:16].replicate(L)),
+                     c_wr.en.eq(Mux(load_go & (self.load.payload.mem == MemoryId.CMEM),
+                                    (1 << self.load.payload.addr[:LB]) if LB else 1, 0)),
+                     p_wr.addr.eq(self.load.payload.addr), p_wr.data.eq(self.load.payload.data[:64]),
+                     p_wr.en.eq(load_go & (self.load.payload.mem == MemoryId.PMEM))]
+
+        # ---------------------------------------------------------- feeder logic
+        f_state_rd = Signal()            # issue the aux / lb reads of a row block
+        f_state_col = Signal()           # collect the row block's segments
+        f_state_emit = Signal()
+        f_cap = Signal()                 # aux/lb read data arrives this cycle
+        m.d.comb += tac.o.ready.eq(f_state_col & ~f_cap)
+        with m.If(f_cap):
+            m.d.sync += [auxw.eq(v_lanes), lbw.eq(c_lanes), f_cap.eq(0)]
+        with m.If(f_run & ~f_mode_embed):
+            with m.If(f_state_rd):
+                m.d.sync += [f_state_rd.eq(0), f_state_col.eq(1), f_cap.eq(1), f_s.eq(0)]
+            with m.If(f_state_col & ~f_cap & tac.o.valid):
+                for s in range(3):
+                    with m.If(f_s == s):
+                        m.d.sync += accbuf[s].eq(tac.o.payload)
+                with m.If(f_s == ns - 1):
+                    m.d.sync += [f_state_col.eq(0), f_state_emit.eq(1), f_r.eq(0)]
+                with m.Else():
+                    m.d.sync += f_s.eq(f_s + 1)
+        # element of the current row block (LINEAR)
+        sel_scale = [Signal(2, name=f"segq{s}") for s in range(3)]
+        for s in range(3):
+            m.d.comb += sel_scale[s].eq(seg_q[s])
+        with m.If(f_mode_embed):
+            m.d.comb += [el_acc[0].eq(emb_code), el_m[0].eq(emb_m), el_e[0].eq(emb_e)]
+        with m.Else():
+            for s in range(3):
+                m.d.comb += [el_acc[s].eq(accbuf[s][f_r]),
+                             el_m[s].eq(Array(scale_m)[sel_scale[s]]), el_e[s].eq(Array(scale_e)[sel_scale[s]])]
+            m.d.comb += [el_aux.eq(auxw.word_select(f_r, 32)), el_lb.eq(lbw.word_select(f_r, 16))]
+        m.d.comb += tk_id.eq(Cat(f_r, f_rb) if LB else f_rb)
+        adv = Signal()                   # the feeder's element leaves this cycle
+        with m.If(f_run & ~f_mode_embed & f_state_emit):
+            with m.If(topk_mode):
+                # padded rows never enter the top-k
+                m.d.comb += [topk.i.valid.eq(tk_id < rows), el_valid.eq(0)]
+                m.d.comb += adv.eq((tk_id >= rows) | topk.i.ready)
+            with m.Else():
+                m.d.comb += el_valid.eq(scales_ready)
+                m.d.comb += adv.eq(scales_ready & el_ready)
+            with m.If(adv):
+                with m.If(f_r == L - 1):
+                    m.d.sync += [f_state_emit.eq(0), f_rb.eq(f_rb + 1)]
+                    with m.If(f_rb + 1 == nrb):
+                        m.d.sync += [f_done.eq(1), f_run.eq(0)]
+                    with m.Else():
+                        m.d.sync += f_state_rd.eq(1)
+                with m.Else():
+                    m.d.sync += f_r.eq(f_r + 1)
+        # the reads of the row block (issued in f_state_rd)
+        f_rd_v = Signal(24)
+        f_rd_c = Signal(32)
+        m.d.comb += [f_rd_v.eq((aux >> LB) + f_rb), f_rd_c.eq((lb_addr >> LB) + f_rb)]
+
+        # embedding: one element per cycle; stage 1 reads cmem, stage 2 holds the code
+        e_j = Signal(24)                 # next element to read
+        e_tag = Signal()                 # read data of element e_tj is on the port
+        e_tj = Signal(24)
+        e_tword = Signal(32)
+        e_hold = Signal()                # an element waits in emb_code for the dequantizer
+        e_stride = Signal(24)
+        e_end = Signal(24)               # elements emitted: whole vmem words (the collector masks the rest)
+        m.d.comb += e_end.eq(((e_n + L - 1) >> LB) << LB)
+        m.d.comb += e_stride.eq(Mux(e_code16, e_n, (e_n + 1) >> 1))
+        e_row = Signal(32)
+        e_word = Signal(32)
+        m.d.comb += e_word.eq(Mux(e_code16, e_row + e_j, e_row + (e_j >> 1)))
+        e_sel_word = Signal(16)
+        m.d.comb += e_sel_word.eq(c_lanes.word_select(e_tword[:LB] if LB else Const(0, 1), 16))
+        e_go = Signal()                  # the EMBED state runs the pipeline
+        e_adv = Signal()                 # stage 2 can take the read data
+        with m.If(e_go):
+            m.d.comb += [el_valid.eq(e_hold), e_adv.eq(~e_tag | ~e_hold | el_ready), c_rd.en.eq(e_adv)]
+            with m.If(e_hold & el_ready):
+                m.d.sync += e_hold.eq(0)
+            with m.If(e_adv):
+                with m.If(e_tag):
+                    m.d.sync += [e_hold.eq(1),
+                                 emb_code.eq(Mux(e_code16, e_sel_word.as_signed(),
+                                                 Mux(e_tj[0], e_sel_word[8:16].as_signed(),
+                                                     e_sel_word[0:8].as_signed())))]
+                m.d.sync += e_tag.eq(e_j < e_end)
+                with m.If(e_j < e_end):
+                    m.d.sync += [e_tj.eq(e_j), e_tword.eq(e_word), e_j.eq(e_j + 1)]
+            with m.If((e_j == e_end) & ~e_tag & (~e_hold | el_ready)):
+                m.d.sync += [f_run.eq(0), f_done.eq(1)]
+
+        # ---------------------------------------------------------- read port address muxes
+        v_rd_addr = Signal(vdepth.bit_length() + 1)
+        c_rd_addr = Signal(32)
+        m.d.comb += [v_rd.addr.eq(v_rd_addr), c_rd.addr.eq(c_rd_addr), p_rd.addr.eq(pc + widx)]
+
+        # ---------------------------------------------------------- result stream (top-k readout)
+        m.d.comb += [self.result.payload.id.eq(topk.o.payload.id), self.result.payload.acc.eq(topk.o.payload.acc),
+                     self.result.payload.present.eq(topk.o.payload.present),
+                     self.result.payload.last.eq(topk.o.payload.last),
+                     self.result.payload.m.eq(head_m), self.result.payload.e.eq(head_e)]
+        topk_clear = Signal()
+        topk_flush = Signal()
+        m.d.comb += [topk.clear.eq(topk_clear), topk.flush.eq(topk_flush)]
+
+        # ---------------------------------------------------------- main sequencer
+        m.d.comb += [self.load.ready.eq(0), self.cmd.ready.eq(0)]
+        busy = Signal()
+        m.d.comb += self.busy.eq(busy)
+
+        def start_instruction():
+            return [widx.eq(0), wlen.eq(1)]
+
+        with m.FSM(name="seq"):
+            with m.State("IDLE"):
+                m.d.comb += [self.load.ready.eq(1), self.cmd.ready.eq(1)]
+                with m.If(self.load.valid & (self.load.payload.mem == MemoryId.VMEM)):
+                    m.d.sync += trk_valid.eq(0)
+                with m.If(self.cmd.valid):
+                    m.d.sync += [busy.eq(1), error.eq(0), trk_valid.eq(0)]
+                    with m.If(self.cmd.payload.reset):
+                        m.d.sync += zero_addr.eq(0)
+                        m.next = "ZERO"
+                    with m.Else():
+                        m.d.sync += [token.eq(self.cmd.payload.token), pc.eq(0), have_head.eq(0)] + \
+                            start_instruction()
+                        m.d.comb += topk_clear.eq(1)
+                        m.next = "FETCH"
+            with m.State("ZERO"):
+                m.d.comb += wr_zero.eq(1)
+                m.d.sync += zero_addr.eq(zero_addr + 1)
+                with m.If(zero_addr == vdepth - 1):
+                    m.d.sync += busy.eq(0)
+                    m.next = "IDLE"
+            with m.State("FETCH"):
+                # read pmem[pc + widx]; data next cycle
+                m.d.comb += [count_en.eq(1), count.eq(_CNT["drain"])]
+                with m.If(pc + widx >= pdepth):
+                    m.d.sync += error.eq(1)
+                    m.next = "END"
+                with m.Else():
+                    m.next = "FETCH_DATA"
+            with m.State("FETCH_DATA"):
+                m.d.comb += [count_en.eq(1), count.eq(_CNT["drain"])]
+                d = p_rd.data
+                with m.Switch(widx):
+                    with m.Case(0):
+                        m.d.sync += w0.eq(d)
+                        with m.Switch(d[0:8]):
+                            with m.Case(isa.Op.EMBED):
+                                m.d.sync += wlen.eq(2)
+                            with m.Case(isa.Op.LINEAR):
+                                m.d.sync += wlen.eq(4 + d[12:14] + d[14:16])
+                            with m.Default():
+                                m.d.sync += wlen.eq(1)
+                    with m.Case(1):
+                        m.d.sync += w1.eq(d)
+                    with m.Case(2):
+                        m.d.sync += w2.eq(d)
+                    with m.Case(3):
+                        m.d.sync += w3.eq(d)
+                    for k in range(4, 10):
+                        with m.Case(k):
+                            for q in range(3):
+                                with m.If(k - 4 == q):
+                                    m.d.sync += qw[q].eq(d)
+                            for s in range(3):
+                                with m.If(k - 4 - nq == s):
+                                    m.d.sync += sw[s].eq(d)
+                m.d.sync += widx.eq(widx + 1)
+                # wlen of word 0 is known only after this cycle
+                with m.If(widx == 0):
+                    with m.Switch(d[0:8]):
+                        with m.Case(isa.Op.EMBED, isa.Op.LINEAR):
+                            m.next = "FETCH"
+                        with m.Default():
+                            m.next = "DECODE"
+                with m.Elif(widx + 1 == wlen):
+                    m.next = "DECODE"
+                with m.Else():
+                    m.next = "FETCH"
+            with m.State("DECODE"):
+                m.d.comb += [count_en.eq(1), count.eq(_CNT["drain"])]
+                m.d.sync += [pc.eq(pc + wlen), run_max.eq(0)]
+                m.d.comb += clear_scalars.eq(1)
+                with m.Switch(op):
+                    with m.Case(isa.Op.EMBED):
+                        m.d.sync += [f_mode_embed.eq(1), f_done.eq(0), e_j.eq(0), e_tag.eq(0),
+                                     e_hold.eq(0), col_r.eq(0), col_rb.eq(0), col_done.eq(0), col_wr_h.eq(0),
+                                     col_rows.eq(e_n), col_dst.eq(e_dst), col_nrb.eq((e_n + L - 1) >> LB),
+                                     e_row.eq(e_codes + token * e_stride)]
+                        m.next = "EMBED_SCALE"
+                    with m.Case(isa.Op.LINEAR):
+                        with m.If(misaligned | (nq == 0) | (ns == 0) | (n == 0) | (rows == 0)):
+                            m.d.sync += error.eq(1)
+                            m.next = "END"
+                        with m.Elif(trk_valid & (trk_dst == src) & (trk_n == n)):
+                            m.d.sync += sb.eq(sb_next)
+                            m.next = "STATS"
+                        with m.Else():
+                            m.d.sync += [pre_max.eq(0), rd_c.eq(0)]
+                            m.next = "MAXP"
+                        m.d.sync += [rd_c.eq(0), rd_k.eq(0), tg_valid.eq(0), stats_done.eq(0),
+                                     col_r.eq(0), col_rb.eq(0), col_done.eq(0), col_wr_h.eq(0),
+                                     col_rows.eq(rows), col_dst.eq(dst), col_nrb.eq(nrb),
+                                     f_mode_embed.eq(0), f_done.eq(0), f_rb.eq(0)]
+                    with m.Case(isa.Op.END):
+                        m.next = "END"
+                    with m.Default():
+                        m.d.sync += error.eq(1)
+                        m.next = "END"
+            with m.State("EMBED_SCALE"):
+                # the row's PF scale: two cmem words at scales + 2 token
+                m.d.comb += [count_en.eq(1), count.eq(_CNT["embed"])]
+                m.d.comb += c_rd_addr.eq((e_scales + (token << 1)) >> LB)
+                m.next = "EMBED_SCALE_M"
+            with m.State("EMBED_SCALE_M"):
+                m.d.comb += [count_en.eq(1), count.eq(_CNT["embed"])]
+                sa = Signal(32)
+                m.d.comb += sa.eq(e_scales + (token << 1))
+                m.d.sync += emb_m.eq(c_lanes.word_select(sa[:LB] if LB else Const(0, 1), 16))
+                m.d.comb += c_rd_addr.eq((sa + 1) >> LB)
+                m.next = "EMBED_SCALE_E"
+            with m.State("EMBED_SCALE_E"):
+                m.d.comb += [count_en.eq(1), count.eq(_CNT["embed"])]
+                sa1 = Signal(32)
+                m.d.comb += sa1.eq(e_scales + (token << 1) + 1)
+                m.d.sync += [emb_e.eq(c_lanes.word_select(sa1[:LB] if LB else Const(0, 1), 16)), f_run.eq(1)]
+                m.next = "EMBED"
+            with m.State("EMBED"):
+                m.d.comb += [count_en.eq(1), count.eq(_CNT["embed"])]
+                m.d.comb += [c_rd_addr.eq(e_word >> LB), e_go.eq(f_run)]
+                with m.If(f_done & col_done):
+                    m.d.sync += [trk_valid.eq(1), trk_dst.eq(e_dst), trk_n.eq(e_n), trk_max.eq(run_max),
+                                 widx.eq(0), wlen.eq(1)]
+                    m.next = "FETCH"
+            with m.State("MAXP"):
+                # block shift from a pass over the base vector
+                m.d.comb += [count_en.eq(1), count.eq(_CNT["stats"])]
+                m.d.comb += v_rd_addr.eq((src >> LB) + rd_c)
+                m.d.sync += [tg_valid.eq(rd_c < nb), tg_c.eq(rd_c), tg_k.eq(0)]
+                with m.If(rd_c < nb):
+                    m.d.sync += rd_c.eq(rd_c + 1)
+                with m.If(tg_valid):
+                    with m.If(beat_max > pre_max):
+                        m.d.sync += pre_max.eq(beat_max)
+                with m.If((rd_c == nb) & ~tg_valid):
+                    m.d.sync += [trk_max.eq(pre_max), rd_c.eq(0), rd_k.eq(0), tg_valid.eq(0)]
+                    m.next = "MAXP_SB"
+            with m.State("MAXP_SB"):
+                m.d.comb += [count_en.eq(1), count.eq(_CNT["stats"])]
+                m.d.sync += sb.eq(sb_next)
+                m.next = "STATS"
+            with m.State("STATS"):
+                m.d.comb += [count_en.eq(1), count.eq(_CNT["stats"])]
+                # slot rd_k of beat rd_c: slot 0 also reads b
+                kk = Signal(3)
+                m.d.comb += kk.eq(rd_k)
+                vaddr = Signal(32)
+                with m.If(unit_cu):
+                    m.d.comb += vaddr.eq(cv_addr[rd_k])
+                with m.Else():
+                    m.d.comb += vaddr.eq(Mux(rd_k == 0, cu_addr, cv_addr[rd_k - 1]))
+                m.d.comb += [v_rd_addr.eq((src >> LB) + rd_c), c_rd_addr.eq((vaddr >> LB) + rd_c)]
+                issuing = Signal()
+                m.d.comb += issuing.eq(rd_c < nb)
+                m.d.sync += [tg_valid.eq(issuing), tg_c.eq(rd_c), tg_k.eq(rd_k), tg_last.eq(rd_k == nvec - 1)]
+                with m.If(issuing):
+                    with m.If(rd_k == nvec - 1):
+                        m.d.sync += [rd_k.eq(0), rd_c.eq(rd_c + 1)]
+                    with m.Else():
+                        m.d.sync += rd_k.eq(rd_k + 1)
+                m.d.comb += stats.i.valid.eq(tg_valid & tg_last)
+                with m.If(stats_done):
+                    m.d.comb += start_scalar.eq(1)
+                    m.d.sync += [stats_done.eq(0), tg_valid.eq(0)]
+                    m.next = "SCALAR"
+            with m.State("SCALAR"):
+                m.d.comb += [count_en.eq(1), count.eq(_CNT["stats"])]
+                with m.If(recips_ready):
+                    m.d.sync += [rd_q.eq(0), rd_c.eq(0), q_out_c.eq(0), tg_valid.eq(0)]
+                    m.next = "QUANT"
+            with m.State("QUANT"):
+                m.d.comb += [count_en.eq(1), count.eq(_CNT["quant"])]
+                m.d.comb += [v_rd_addr.eq((src >> LB) + rd_c), c_rd_addr.eq((cv_addr[rd_q] >> LB) + rd_c)]
+                issuing = Signal()
+                m.d.comb += issuing.eq(rd_c < nb)
+                m.d.sync += [tg_valid.eq(issuing), tg_c.eq(rd_c), tg_k.eq(0)]
+                with m.If(issuing):
+                    m.d.sync += rd_c.eq(rd_c + 1)
+                m.d.comb += quant.i.valid.eq(tg_valid)
+                # next quantizer once this one's codes are all written
+                with m.If((q_out_c == nb - 1) & quant.o.valid):
+                    with m.If(rd_q == nq - 1):
+                        m.d.sync += [mat_run.eq(1), w_t.eq(0), a_n.eq(0), a_cb.eq(0), a_s.eq(0),
+                                     f_run.eq(1), f_state_rd.eq(1), f_state_col.eq(0), f_state_emit.eq(0),
+                                     topk_mode.eq(is_head)]
+                        m.next = "MATRIX"
+                    with m.Else():
+                        m.d.sync += [rd_q.eq(rd_q + 1), rd_c.eq(0), q_out_c.eq(0)]
+            with m.State("MATRIX"):
+                m.d.comb += [count_en.eq(1), count.eq(Mux(is_head, _CNT["head"], _CNT["matrix"]))]
+                with m.If(f_state_rd):
+                    m.d.comb += [v_rd_addr.eq(f_rd_v), c_rd_addr.eq(f_rd_c)]
+                with m.If((w_t == ntiles) & (a_n == ntiles)):
+                    m.next = "DRAIN"
+            with m.State("DRAIN"):
+                m.d.comb += [count_en.eq(1), count.eq(Mux(is_head, _CNT["head"], _CNT["drain"]))]
+                with m.If(f_state_rd):
+                    m.d.comb += [v_rd_addr.eq(f_rd_v), c_rd_addr.eq(f_rd_c)]
+                done = Signal()
+                m.d.comb += done.eq(Mux(topk_mode, f_done & scales_ready, f_done & col_done))
+                with m.If(done):
+                    m.d.sync += [mat_run.eq(0), widx.eq(0), wlen.eq(1), topk_mode.eq(0)]
+                    with m.If(is_head):
+                        m.d.sync += [head_m.eq(scale_m[0]), head_e.eq(scale_e[0]), have_head.eq(1)]
+                        with m.Switch(seg_q[0]):
+                            for q in range(3):
+                                with m.Case(q):
+                                    m.d.sync += [head_m.eq(scale_m[q]), head_e.eq(scale_e[q])]
+                    with m.Else():
+                        m.d.sync += [trk_valid.eq(1), trk_dst.eq(dst), trk_n.eq(rows), trk_max.eq(run_max)]
+                    m.next = "FETCH"
+            with m.State("END"):
+                m.d.comb += [count_en.eq(1), count.eq(_CNT["head"])]
+                with m.If(~have_head):
+                    m.d.sync += error.eq(1)
+                m.d.comb += topk_flush.eq(1)
+                m.next = "RESULT"
+            with m.State("RESULT"):
+                m.d.comb += [count_en.eq(1), count.eq(_CNT["head"])]
+                m.d.comb += [self.result.valid.eq(topk.o.valid), topk.o.ready.eq(self.result.ready)]
+                with m.If(topk.o.valid & self.result.ready & topk.o.payload.last):
+                    m.d.sync += [busy.eq(0), ctr[_CNT["tokens"]].eq(ctr[_CNT["tokens"]] + 1)]
+                    m.next = "IDLE"
+        return m
+
