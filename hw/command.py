@@ -544,7 +544,9 @@ class CommandDecoder(wiring.Component):
             with m.State("LOAD_DATA"):
                 m.d.comb += [core.load.valid.eq(l_pending), core.load.payload.mem.eq(l_mem[:2]),
                              core.load.payload.addr.eq(waddr), core.load.payload.data.eq(word),
-                             self.payload.ready.eq(~l_pending & ~l_last)]
+                             self.payload.ready.eq((~l_pending | core.load.ready) & ~l_last)]
+                # a word leaving and the next word's first byte arriving may share a cycle: the byte's
+                # statements come later and win (one byte per cycle, whatever the word size)
                 with m.If(core.load.valid & core.load.ready):
                     m.d.sync += [l_pending.eq(0), waddr.eq(waddr + 1), word.eq(0)]
                 with m.If(self.payload.valid & self.payload.ready):

@@ -271,9 +271,11 @@ int main(int argc, char** argv) {
                 if (!use_pty) drop_client();
             }
         }
-        // clock: a batch, cut short once a reply has stopped flowing so it leaves at once
+        // clock: a batch, cut short once a reply has stopped flowing so it leaves at once; short batches
+        // while no input is queued, so that the next command is picked up quickly
         uint64_t start = cycle;
-        for (int i = 0; i < batch; ++i) {
+        int n_cycles = rxq.empty() ? (batch < 128 ? batch : 128) : batch;
+        for (int i = 0; i < n_cycles; ++i) {
             tick();
             if (!txq.empty() && (cycle - last_activity > 16 || txq.size() >= TX_LIMIT)) break;
             if (rxq.empty() && txq.empty() && top->idle && reset_left == 0 &&

@@ -290,20 +290,21 @@ async def test_load(dut):
     """Word assembly for every memory, the offset/length/range/id checks, and the model flag."""
     b = await start(dut, seed=3, p_load=0.4, p_tx=0.8, p_rx=0.9)
     rng = random.Random(3)
-    images = {}
-    for mem, (width, depth) in sorted(MEMS.items()):
-        wb = wbytes(mem)
-        words = min(depth, 5)
-        data = bytes(rng.randrange(256) for _ in range(wb * words))
-        images[mem] = data
-        chunk = (MAX_PAYLOAD - p.LOAD_HEADER_BYTES) // wb * wb
-        for off in range(0, len(data), chunk):
-            part = data[off:off + chunk]
-            r = await b.cmd(C.LOAD, p.Load(mem, off, part).pack())
-            assert r.opcode == R.LOAD and p.LoadAck.unpack(r.payload) == p.LoadAck(mem, off, len(part)), r
-        got = [(a, d) for m, a, d in b.loads if m == mem]
-        want = [(j, int.from_bytes(data[j * wb:(j + 1) * wb], "little")) for j in range(words)]
-        assert got == want, f"mem {mem}: loads {got[:3]}... != {want[:3]}..."
+    for p_load in (1.0, 0.4):                   # back to back (one byte per cycle), and with stalls
+        b.p_load = p_load
+        b.loads.clear()
+        for mem, (width, depth) in sorted(MEMS.items()):
+            wb = wbytes(mem)
+            words = min(depth, 5 if wb > 8 else 60)
+            data = bytes(rng.randrange(256) for _ in range(wb * words))
+            chunk = (MAX_PAYLOAD - p.LOAD_HEADER_BYTES) // wb * wb
+            for off in range(0, len(data), chunk):
+                part = data[off:off + chunk]
+                r = await b.cmd(C.LOAD, p.Load(mem, off, part).pack())
+                assert r.opcode == R.LOAD and p.LoadAck.unpack(r.payload) == p.LoadAck(mem, off, len(part)), r
+            got = [(a, d) for m, a, d in b.loads if m == mem]
+            want = [(j, int.from_bytes(data[j * wb:(j + 1) * wb], "little")) for j in range(words)]
+            assert got == want, f"mem {mem}: loads {got[:3]}... != {want[:3]}..."
     # the last word of each memory, at a nonzero offset
     b.loads.clear()
     for mem, (width, depth) in sorted(MEMS.items()):
