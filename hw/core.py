@@ -182,9 +182,6 @@ class Core(wiring.Component):
 
         # ---------------------------------------------------------- instruction registers
         token = Signal(16)
-        pc = Signal(range(pdepth + 1))
-        widx = Signal(4)                 # word of the instruction being fetched
-        wlen = Signal(4)                 # its length in words
         w0 = Signal(64)
         w1 = Signal(64)
         w2 = Signal(64)
@@ -400,12 +397,17 @@ class Core(wiring.Component):
         a_first = Signal()
         a_last = Signal()
         q_rd_en_mat = Signal()
+        # codes of (slot, column block) are in qbuf: the quantization pass runs ahead of the matrix
+        codes_ok = Signal()
+        a_slot = Signal(2)
+        m.d.comb += [a_slot.eq(seg_q[a_s]),
+                     codes_ok.eq((a_slot < rd_q) | ((a_slot == rd_q) & (a_cb < q_out_c)))]
         m.d.comb += [q_rd_en_mat.eq(~a_valid | tac.a.ready), tac.a.valid.eq(a_valid),
                      tac.a.payload.a.eq(q_rd.data), tac.a.payload.first.eq(a_first),
                      tac.a.payload.last.eq(a_last)]
         m.d.comb += [q_rd.addr.eq(seg_q[a_s] * qd + a_cb), q_rd.en.eq(q_rd_en_mat)]
         with m.If(q_rd_en_mat):
-            with m.If(mat_run & (a_n < ntiles)):
+            with m.If(mat_run & (a_n < ntiles) & codes_ok):
                 m.d.sync += [a_valid.eq(1), a_first.eq(a_cb == 0), a_last.eq(a_cb == nb - 1), a_n.eq(a_n + 1)]
                 with m.If(a_cb == nb - 1):
                     m.d.sync += a_cb.eq(0)
@@ -578,8 +580,9 @@ class Core(wiring.Component):
         m.d.comb += tac.o.ready.eq(f_state_col & ~f_cap)
         with m.If(f_cap):
             m.d.sync += [auxw.eq(v_lanes), lbw.eq(c_lanes), f_cap.eq(0)]
+        feeder_hold = Signal()           # the vector read ports are busy elsewhere
         with m.If(f_run & ~f_mode_embed):
-            with m.If(f_state_rd):
+            with m.If(f_state_rd & ~feeder_hold):
                 m.d.sync += [f_state_rd.eq(0), f_state_col.eq(1), f_cap.eq(1), f_s.eq(0)]
             with m.If(f_state_col & ~f_cap & tac.o.valid):
                 for s in range(3):
@@ -660,7 +663,57 @@ class Core(wiring.Component):
         # ---------------------------------------------------------- read port address muxes
         v_rd_addr = Signal(vdepth.bit_length() + 1)
         c_rd_addr = Signal(32)
-        m.d.comb += [v_rd.addr.eq(v_rd_addr), c_rd.addr.eq(c_rd_addr), p_rd.addr.eq(pc + widx)]
+        m.d.comb += [v_rd.addr.eq(v_rd_addr), c_rd.addr.eq(c_rd_addr), ]
+
+        # ---------------------------------------------------------- instruction prefetch
+        # Fetches the next instruction into nbuf (one word per cycle) while the
+        # current one runs; LOADI takes it.
+        fpc = Signal(16)                 # address of the instruction in nbuf / being fetched
+        f_iss = Signal(4)                # next word to read
+        ftag_v = Signal()
+        ftag = Signal(4)
+        nbuf = [Signal(64, name=f"nbuf{k}") for k in range(10)]
+        nbuf_arr = Array(nbuf)
+        n_len = Signal(4)
+        n_len_ok = Signal()
+        n_valid = Signal()
+        n_take = Signal()
+        n_nq = nbuf[0][12:14]
+        fetch_restart = Signal()
+        fetch_on = Signal()              # a step is running
+        m.d.comb += p_rd.addr.eq(fpc + f_iss)
+        f_issue = Signal()
+        m.d.comb += f_issue.eq(fetch_on & ~n_valid & (f_iss < 10) & ~(n_len_ok & (f_iss >= n_len)))
+        m.d.sync += [ftag_v.eq(f_issue), ftag.eq(f_iss)]
+        with m.If(f_issue):
+            m.d.sync += f_iss.eq(f_iss + 1)
+        d_len = Signal(4)
+        with m.Switch(p_rd.data[0:8]):
+            with m.Case(isa.Op.EMBED):
+                m.d.comb += d_len.eq(2)
+            with m.Case(isa.Op.LINEAR):
+                m.d.comb += d_len.eq(4 + p_rd.data[12:14] + p_rd.data[14:16])
+            with m.Default():
+                m.d.comb += d_len.eq(1)
+        with m.If(ftag_v & ~n_valid):
+            for k in range(10):
+                with m.If(ftag == k):
+                    m.d.sync += nbuf[k].eq(p_rd.data)
+            with m.If(ftag == 0):
+                m.d.sync += [n_len.eq(d_len), n_len_ok.eq(1)]
+                with m.If(d_len == 1):
+                    m.d.sync += [n_valid.eq(1), f_iss.eq(0), ftag_v.eq(0)]
+            with m.Elif(n_len_ok & (ftag + 1 == n_len)):
+                m.d.sync += [n_valid.eq(1), f_iss.eq(0), ftag_v.eq(0)]
+        with m.If(n_take):
+            m.d.sync += [n_valid.eq(0), n_len_ok.eq(0), fpc.eq(fpc + n_len)]
+        stepping = Signal()
+        fetch_stop = Signal()
+        m.d.comb += fetch_on.eq(stepping)
+        with m.If(fetch_restart):
+            m.d.sync += [fpc.eq(0), f_iss.eq(0), ftag_v.eq(0), n_valid.eq(0), n_len_ok.eq(0), stepping.eq(1)]
+        with m.If(fetch_stop):
+            m.d.sync += stepping.eq(0)
 
         # ---------------------------------------------------------- result stream (top-k readout)
         m.d.comb += [self.result.payload.id.eq(topk.o.payload.id), self.result.payload.acc.eq(topk.o.payload.acc),
@@ -676,9 +729,6 @@ class Core(wiring.Component):
         busy = Signal()
         m.d.comb += self.busy.eq(busy)
 
-        def start_instruction():
-            return [widx.eq(0), wlen.eq(1)]
-
         with m.FSM(name="seq"):
             with m.State("IDLE"):
                 m.d.comb += [self.load.ready.eq(1), self.cmd.ready.eq(1)]
@@ -690,66 +740,33 @@ class Core(wiring.Component):
                         m.d.sync += zero_addr.eq(0)
                         m.next = "ZERO"
                     with m.Else():
-                        m.d.sync += [token.eq(self.cmd.payload.token), pc.eq(0), have_head.eq(0)] + \
-                            start_instruction()
-                        m.d.comb += topk_clear.eq(1)
-                        m.next = "FETCH"
+                        m.d.sync += [token.eq(self.cmd.payload.token), have_head.eq(0)]
+                        m.d.comb += [topk_clear.eq(1), fetch_restart.eq(1)]
+                        m.next = "LOADI"
             with m.State("ZERO"):
                 m.d.comb += wr_zero.eq(1)
                 m.d.sync += zero_addr.eq(zero_addr + 1)
                 with m.If(zero_addr == vdepth - 1):
                     m.d.sync += busy.eq(0)
                     m.next = "IDLE"
-            with m.State("FETCH"):
-                # read pmem[pc + widx]; data next cycle
+            with m.State("LOADI"):
+                # take the prefetched instruction
                 m.d.comb += [count_en.eq(1), count.eq(_CNT["drain"])]
-                with m.If(pc + widx >= pdepth):
-                    m.d.sync += error.eq(1)
-                    m.next = "END"
-                with m.Else():
-                    m.next = "FETCH_DATA"
-            with m.State("FETCH_DATA"):
-                m.d.comb += [count_en.eq(1), count.eq(_CNT["drain"])]
-                d = p_rd.data
-                with m.Switch(widx):
-                    with m.Case(0):
-                        m.d.sync += w0.eq(d)
-                        with m.Switch(d[0:8]):
-                            with m.Case(isa.Op.EMBED):
-                                m.d.sync += wlen.eq(2)
-                            with m.Case(isa.Op.LINEAR):
-                                m.d.sync += wlen.eq(4 + d[12:14] + d[14:16])
-                            with m.Default():
-                                m.d.sync += wlen.eq(1)
-                    with m.Case(1):
-                        m.d.sync += w1.eq(d)
-                    with m.Case(2):
-                        m.d.sync += w2.eq(d)
-                    with m.Case(3):
-                        m.d.sync += w3.eq(d)
-                    for k in range(4, 10):
-                        with m.Case(k):
-                            for q in range(3):
-                                with m.If(k - 4 == q):
-                                    m.d.sync += qw[q].eq(d)
-                            for s in range(3):
-                                with m.If(k - 4 - nq == s):
-                                    m.d.sync += sw[s].eq(d)
-                m.d.sync += widx.eq(widx + 1)
-                # wlen of word 0 is known only after this cycle
-                with m.If(widx == 0):
-                    with m.Switch(d[0:8]):
-                        with m.Case(isa.Op.EMBED, isa.Op.LINEAR):
-                            m.next = "FETCH"
-                        with m.Default():
-                            m.next = "DECODE"
-                with m.Elif(widx + 1 == wlen):
-                    m.next = "DECODE"
-                with m.Else():
-                    m.next = "FETCH"
+                with m.If(n_valid):
+                    m.d.comb += n_take.eq(1)
+                    m.d.sync += [w0.eq(nbuf[0]), w1.eq(nbuf[1]), w2.eq(nbuf[2]), w3.eq(nbuf[3])]
+                    for q in range(3):
+                        m.d.sync += qw[q].eq(nbuf[4 + q])
+                    for s_ in range(3):
+                        m.d.sync += sw[s_].eq(nbuf_arr[4 + n_nq + s_])
+                    with m.If(fpc + n_len > pdepth):
+                        m.d.sync += error.eq(1)
+                        m.next = "END"
+                    with m.Else():
+                        m.next = "DECODE"
             with m.State("DECODE"):
                 m.d.comb += [count_en.eq(1), count.eq(_CNT["drain"])]
-                m.d.sync += [pc.eq(pc + wlen), run_max.eq(0)]
+                m.d.sync += run_max.eq(0)
                 m.d.comb += clear_scalars.eq(1)
                 with m.Switch(op):
                     with m.Case(isa.Op.EMBED):
@@ -799,9 +816,8 @@ class Core(wiring.Component):
                 m.d.comb += [count_en.eq(1), count.eq(_CNT["embed"])]
                 m.d.comb += [c_rd_addr.eq(e_word >> LB), e_go.eq(f_run)]
                 with m.If(f_done & col_done):
-                    m.d.sync += [trk_valid.eq(1), trk_dst.eq(e_dst), trk_n.eq(e_n), trk_max.eq(run_max),
-                                 widx.eq(0), wlen.eq(1)]
-                    m.next = "FETCH"
+                    m.d.sync += [trk_valid.eq(1), trk_dst.eq(e_dst), trk_n.eq(e_n), trk_max.eq(run_max)]
+                    m.next = "LOADI"
             with m.State("MAXP"):
                 # block shift from a pass over the base vector
                 m.d.comb += [count_en.eq(1), count.eq(_CNT["stats"])]
@@ -846,11 +862,16 @@ class Core(wiring.Component):
             with m.State("SCALAR"):
                 m.d.comb += [count_en.eq(1), count.eq(_CNT["stats"])]
                 with m.If(recips_ready):
-                    m.d.sync += [rd_q.eq(0), rd_c.eq(0), q_out_c.eq(0), tg_valid.eq(0)]
+                    m.d.sync += [rd_q.eq(0), rd_c.eq(0), q_out_c.eq(0), tg_valid.eq(0),
+                                 mat_run.eq(1), w_t.eq(0), a_n.eq(0), a_cb.eq(0), a_s.eq(0),
+                                 f_run.eq(1), f_state_rd.eq(1), f_state_col.eq(0), f_state_emit.eq(0),
+                                 topk_mode.eq(is_head)]
                     m.next = "QUANT"
             with m.State("QUANT"):
                 m.d.comb += [count_en.eq(1), count.eq(_CNT["quant"])]
                 m.d.comb += [v_rd_addr.eq((src >> LB) + rd_c), c_rd_addr.eq((cv_addr[rd_q] >> LB) + rd_c)]
+                # the feeder waits for the scales, which come after this pass: no port conflict
+                m.d.comb += feeder_hold.eq(1)
                 issuing = Signal()
                 m.d.comb += issuing.eq(rd_c < nb)
                 m.d.sync += [tg_valid.eq(issuing), tg_c.eq(rd_c), tg_k.eq(0)]
@@ -860,9 +881,7 @@ class Core(wiring.Component):
                 # next quantizer once this one's codes are all written
                 with m.If((q_out_c == nb - 1) & quant.o.valid):
                     with m.If(rd_q == nq - 1):
-                        m.d.sync += [mat_run.eq(1), w_t.eq(0), a_n.eq(0), a_cb.eq(0), a_s.eq(0),
-                                     f_run.eq(1), f_state_rd.eq(1), f_state_col.eq(0), f_state_emit.eq(0),
-                                     topk_mode.eq(is_head)]
+                        m.d.sync += q_out_c.eq(nb)
                         m.next = "MATRIX"
                     with m.Else():
                         m.d.sync += [rd_q.eq(rd_q + 1), rd_c.eq(0), q_out_c.eq(0)]
@@ -879,7 +898,7 @@ class Core(wiring.Component):
                 done = Signal()
                 m.d.comb += done.eq(Mux(topk_mode, f_done & scales_ready, f_done & col_done))
                 with m.If(done):
-                    m.d.sync += [mat_run.eq(0), widx.eq(0), wlen.eq(1), topk_mode.eq(0)]
+                    m.d.sync += [mat_run.eq(0), topk_mode.eq(0)]
                     with m.If(is_head):
                         m.d.sync += [head_m.eq(scale_m[0]), head_e.eq(scale_e[0]), have_head.eq(1)]
                         with m.Switch(seg_q[0]):
@@ -888,9 +907,9 @@ class Core(wiring.Component):
                                     m.d.sync += [head_m.eq(scale_m[q]), head_e.eq(scale_e[q])]
                     with m.Else():
                         m.d.sync += [trk_valid.eq(1), trk_dst.eq(dst), trk_n.eq(rows), trk_max.eq(run_max)]
-                    m.next = "FETCH"
+                    m.next = "LOADI"
             with m.State("END"):
-                m.d.comb += [count_en.eq(1), count.eq(_CNT["head"])]
+                m.d.comb += [count_en.eq(1), count.eq(_CNT["head"]), fetch_stop.eq(1)]
                 with m.If(~have_head):
                     m.d.sync += error.eq(1)
                 m.d.comb += topk_flush.eq(1)
