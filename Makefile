@@ -40,3 +40,11 @@ MODELS_OUT ?= out/models
 models: $(STAMP)
 	$(BIN)/mmfree train --preset ecp5 --compile --out $(MODELS_OUT)/ecp5
 	$(BIN)/mmfree train --preset ice40 --compile --out $(MODELS_OUT)/ice40
+
+# Bitstream for a board with the YoWASP tools (docs/bitstreams.md): BOARD=ulx3s-85f|icebreaker,
+# writes bitstreams/$(BOARD)/ (bitstream, report.json, report.md). Extra options: BITSTREAM_ARGS="--lanes 64".
+BOARD ?= ulx3s-85f
+BITSTREAM_ARGS ?=
+.PHONY: bitstream
+bitstream: $(STAMP)
+	$(BIN)/mmfree bitstream --board $(BOARD) $(BITSTREAM_ARGS)

