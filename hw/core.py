@@ -514,7 +514,8 @@ class Core(wiring.Component):
         col_mask = Signal(L)
         for i in range(L):
             m.d.comb += col_mask[i].eq(Cat(Const(i, LB) if LB else Const(0, 0), col_rb) < col_rows)
-        m.d.comb += res_ready.eq(~col_wr_h & ~col_done)
+        sh_go = Signal()                 # the shadow statistics can take the collector's element
+        m.d.comb += res_ready.eq(~col_wr_h & ~col_done & sh_go)
         res_abs = Signal(32)
         ys = res_y.as_signed()
         m.d.comb += res_abs.eq(Mux(ys < 0, -ys, ys))
@@ -715,6 +716,105 @@ class Core(wiring.Component):
         with m.If(fetch_stop):
             m.d.sync += stepping.eq(0)
 
+        # ---------------------------------------------------------- shadow statistics
+        # The next LINEAR's statistics pass, computed on this instruction's
+        # results as the collector writes them, with the block shift predicted
+        # from the previous token (``pred``, per LINEAR of the step). When the
+        # prediction equals the real block shift the next LINEAR skips its
+        # statistics pass; otherwise it runs it: the result is the same.
+        m.submodules.sstats = sstats = StatsPass(1, 3)
+        m.submodules.pred = pred = memory.Memory(shape=7, depth=128, init=[])
+        pred_rd, pred_wr = pred.read_port(), pred.write_port()
+        lin_cnt = Signal(7)              # LINEARs begun in this step = index of the next one
+        m.d.comb += pred_rd.addr.eq(lin_cnt)
+        sh_armed = Signal()
+        sh_dead = Signal()
+        sh_ok = Signal()
+        sh_sb = Signal(signed(6))
+        sh_t = Signal(48)
+        sh_m = [Signal(31, name=f"sh_m{q}") for q in range(3)]
+        n_unit = nbuf[0][16]
+        n_nvec = Signal(3)
+        m.d.comb += n_nvec.eq(Mux(n_unit, n_nq, n_nq + 1))
+        n_cu = nbuf[1][32:64]
+        n_cv = Array([nbuf[4 + q][0:32] for q in range(3)])
+        arm_ok = Signal()
+        m.d.comb += arm_ok.eq((nbuf[0][0:8] == isa.Op.LINEAR) & (nbuf[2][0:24] == dst) & (nbuf[0][24:48] == rows) &
+                              pred_rd.data[6] & (n_nq != 0))
+        sh_decide = Signal()             # set where the current instruction may arm the shadow
+        with m.If(sh_decide & ~sh_armed & ~sh_dead & n_valid):
+            with m.If(arm_ok):
+                m.d.sync += [sh_armed.eq(1), sh_sb.eq(pred_rd.data[0:6])]
+            with m.Else():
+                m.d.sync += sh_dead.eq(1)
+        # vector loader: the next LINEAR's cu/cv slices of row block sl_rb, double buffered
+        sl_rb = Signal(24)
+        sl_k = Signal(2)
+        sl_full = Signal(2)
+        sl_tv = Signal()
+        sl_tk = Signal(2)
+        sl_tb = Signal()
+        svec = [[Signal(16 * L, name=f"svec{b}_{k}") for k in range(4)] for b in range(2)]
+        sl_port = Signal()               # the cmem read port is the loader's this cycle
+        sl_issue = Signal()
+        m.d.comb += sl_issue.eq(sh_armed & sl_port & (sl_rb < col_nrb) & ~sl_full.bit_select(sl_rb[0], 1))
+        sl_addr = Signal(32)
+        with m.If(n_unit):
+            m.d.comb += sl_addr.eq(n_cv[sl_k])
+        with m.Else():
+            m.d.comb += sl_addr.eq(Mux(sl_k == 0, n_cu, n_cv[sl_k - 1]))
+        sl_rd_addr = Signal(32)
+        m.d.comb += sl_rd_addr.eq((sl_addr >> LB) + sl_rb)
+        m.d.sync += [sl_tv.eq(sl_issue), sl_tk.eq(sl_k), sl_tb.eq(sl_rb[0])]
+        sl_last = Signal()
+        m.d.comb += sl_last.eq(sl_k == n_nvec - 1)
+        with m.If(sl_issue):
+            with m.If(sl_last):
+                m.d.sync += [sl_k.eq(0), sl_rb.eq(sl_rb + 1)]
+            with m.Else():
+                m.d.sync += sl_k.eq(sl_k + 1)
+        sl_set = Signal(2)
+        sl_clr = Signal(2)
+        with m.If(sl_tv):
+            for b in range(2):
+                for k in range(4):
+                    with m.If((sl_tb == b) & (sl_tk == k)):
+                        m.d.sync += svec[b][k].eq(c_lanes)
+            with m.If(sl_tk == n_nvec - 1):
+                m.d.comb += sl_set.eq(Mux(sl_tb, 2, 1))
+        col_b = col_rb[0]
+        with m.If(sh_armed & res_valid & res_ready & last_lane):
+            m.d.comb += sl_clr.eq(Mux(col_b, 2, 1))
+        m.d.sync += sl_full.eq((sl_full | sl_set) & ~sl_clr)
+        m.d.comb += sh_go.eq(sh_dead | (sh_armed & sl_full.bit_select(col_b, 1)))
+        # the element into the shadow statistics pass
+        ssp = sstats.i.payload
+        cur = [Signal(16 * L, name=f"svec_cur{k}") for k in range(4)]
+        for k in range(4):
+            m.d.comb += cur[k].eq(Mux(col_b, svec[1][k], svec[0][k]))
+        lane_cu = [Signal(signed(16), name=f"sh_lane{k}") for k in range(4)]
+        for k in range(4):
+            m.d.comb += lane_cu[k].eq(cur[k].word_select(col_r, 16))
+        m.d.comb += [sstats.sb.eq(sh_sb), sstats.unit_cu.eq(n_unit), sstats.o.ready.eq(1),
+                     sstats.i.valid.eq(sh_armed & res_valid & res_ready),
+                     ssp.b[0].eq(Mux(lane_valid_now, res_y, 0)), ssp.cu[0].eq(lane_cu[0]),
+                     ssp.first.eq((col_rb == 0) & (col_r == 0)),
+                     ssp.last.eq((col_rb == col_nrb - 1) & last_lane)]
+        for q in range(3):
+            m.d.comb += ssp.cv[q][0].eq(Mux(n_unit, lane_cu[q], lane_cu[q + 1]))
+        with m.If(sstats.o.valid):
+            m.d.sync += [sh_t.eq(sstats.o.payload.t), sh_ok.eq(1)]
+            for q in range(3):
+                m.d.sync += sh_m[q].eq(sstats.o.payload.m[q])
+        sh_reset = Signal()
+        with m.If(sh_reset):
+            m.d.sync += [sh_armed.eq(0), sh_dead.eq(0), sh_ok.eq(0), sl_rb.eq(0), sl_k.eq(0), sl_full.eq(0),
+                         sl_tv.eq(0)]
+        sh_kill = Signal()               # this instruction cannot feed a shadow pass
+        with m.If(sh_kill):
+            m.d.sync += [sh_armed.eq(0), sh_dead.eq(1), sh_ok.eq(0), sl_rb.eq(0), sl_k.eq(0), sl_full.eq(0),
+                         sl_tv.eq(0)]
+
         # ---------------------------------------------------------- result stream (top-k readout)
         m.d.comb += [self.result.payload.id.eq(topk.o.payload.id), self.result.payload.acc.eq(topk.o.payload.acc),
                      self.result.payload.present.eq(topk.o.payload.present),
@@ -740,7 +840,7 @@ class Core(wiring.Component):
                         m.d.sync += zero_addr.eq(0)
                         m.next = "ZERO"
                     with m.Else():
-                        m.d.sync += [token.eq(self.cmd.payload.token), have_head.eq(0)]
+                        m.d.sync += [token.eq(self.cmd.payload.token), have_head.eq(0), lin_cnt.eq(0)]
                         m.d.comb += [topk_clear.eq(1), fetch_restart.eq(1)]
                         m.next = "LOADI"
             with m.State("ZERO"):
@@ -770,6 +870,7 @@ class Core(wiring.Component):
                 m.d.comb += clear_scalars.eq(1)
                 with m.Switch(op):
                     with m.Case(isa.Op.EMBED):
+                        m.d.comb += sh_kill.eq(1)
                         m.d.sync += [f_mode_embed.eq(1), f_done.eq(0), e_j.eq(0), e_tag.eq(0),
                                      e_hold.eq(0), col_r.eq(0), col_rb.eq(0), col_done.eq(0), col_wr_h.eq(0),
                                      col_rows.eq(e_n), col_dst.eq(e_dst), col_nrb.eq((e_n + L - 1) >> LB),
@@ -781,10 +882,22 @@ class Core(wiring.Component):
                             m.next = "END"
                         with m.Elif(trk_valid & (trk_dst == src) & (trk_n == n)):
                             m.d.sync += sb.eq(sb_next)
-                            m.next = "STATS"
+                            m.d.comb += [pred_wr.addr.eq(lin_cnt), pred_wr.data.eq(Cat(sb_next[:6], 1)),
+                                         pred_wr.en.eq(1)]
+                            with m.If(sh_ok & (sh_sb == sb_next)):
+                                # the shadow pass computed this instruction's statistics
+                                m.d.sync += t_stat.eq(sh_t)
+                                for q in range(3):
+                                    m.d.sync += m_stat[q].eq(sh_m[q])
+                                m.d.comb += start_scalar.eq(1)
+                                m.next = "SCALAR"
+                            with m.Else():
+                                m.next = "STATS"
                         with m.Else():
                             m.d.sync += [pre_max.eq(0), rd_c.eq(0)]
                             m.next = "MAXP"
+                        m.d.comb += sh_reset.eq(1)
+                        m.d.sync += lin_cnt.eq(lin_cnt + 1)
                         m.d.sync += [rd_c.eq(0), rd_k.eq(0), tg_valid.eq(0), stats_done.eq(0),
                                      col_r.eq(0), col_rb.eq(0), col_done.eq(0), col_wr_h.eq(0),
                                      col_rows.eq(rows), col_dst.eq(dst), col_nrb.eq(nrb),
@@ -871,7 +984,7 @@ class Core(wiring.Component):
                 m.d.comb += [count_en.eq(1), count.eq(_CNT["quant"])]
                 m.d.comb += [v_rd_addr.eq((src >> LB) + rd_c), c_rd_addr.eq((cv_addr[rd_q] >> LB) + rd_c)]
                 # the feeder waits for the scales, which come after this pass: no port conflict
-                m.d.comb += feeder_hold.eq(1)
+                m.d.comb += [feeder_hold.eq(1), sh_decide.eq(~is_head)]
                 issuing = Signal()
                 m.d.comb += issuing.eq(rd_c < nb)
                 m.d.sync += [tg_valid.eq(issuing), tg_c.eq(rd_c), tg_k.eq(0)]
@@ -887,16 +1000,23 @@ class Core(wiring.Component):
                         m.d.sync += [rd_q.eq(rd_q + 1), rd_c.eq(0), q_out_c.eq(0)]
             with m.State("MATRIX"):
                 m.d.comb += [count_en.eq(1), count.eq(Mux(is_head, _CNT["head"], _CNT["matrix"]))]
+                m.d.comb += sh_decide.eq(~is_head)
                 with m.If(f_state_rd):
                     m.d.comb += [v_rd_addr.eq(f_rd_v), c_rd_addr.eq(f_rd_c)]
+                with m.Else():
+                    m.d.comb += [sl_port.eq(1), c_rd_addr.eq(sl_rd_addr)]
                 with m.If((w_t == ntiles) & (a_n == ntiles)):
                     m.next = "DRAIN"
             with m.State("DRAIN"):
                 m.d.comb += [count_en.eq(1), count.eq(Mux(is_head, _CNT["head"], _CNT["drain"]))]
+                m.d.comb += sh_decide.eq(~is_head)
                 with m.If(f_state_rd):
                     m.d.comb += [v_rd_addr.eq(f_rd_v), c_rd_addr.eq(f_rd_c)]
+                with m.Else():
+                    m.d.comb += [sl_port.eq(1), c_rd_addr.eq(sl_rd_addr)]
                 done = Signal()
-                m.d.comb += done.eq(Mux(topk_mode, f_done & scales_ready, f_done & col_done))
+                m.d.comb += done.eq(Mux(topk_mode, f_done & scales_ready,
+                                        f_done & col_done & (sh_dead | sh_ok | ~sh_armed)))
                 with m.If(done):
                     m.d.sync += [mat_run.eq(0), topk_mode.eq(0)]
                     with m.If(is_head):
