@@ -436,9 +436,10 @@ class Core(wiring.Component):
         f_rb = Signal(24)                # row block (LINEAR) / element index (EMBED)
         f_s = Signal(2)
         f_r = Signal(range(L))
-        accbuf = [Signal(data.ArrayLayout(signed(ACC_BITS), L), name=f"accbuf{s}") for s in range(3)]
-        auxw = Signal(32 * L)
-        lbw = Signal(16 * L)
+        accbuf = [[Signal(data.ArrayLayout(signed(ACC_BITS), L), name=f"accbuf{b}_{s}") for s in range(3)]
+                  for b in range(2)]
+        auxw = [Signal(32 * L, name=f"auxw{b}") for b in range(2)]
+        lbw = [Signal(16 * L, name=f"lbw{b}") for b in range(2)]
         f_done = Signal()
         emb_code = Signal(signed(16))
         emb_m = Signal(16)
@@ -574,25 +575,45 @@ class Core(wiring.Component):
                      p_wr.en.eq(load_go & (self.load.payload.mem == MemoryId.PMEM))]
 
         # ---------------------------------------------------------- feeder logic
-        f_state_rd = Signal()            # issue the aux / lb reads of a row block
-        f_state_col = Signal()           # collect the row block's segments
-        f_state_emit = Signal()
+        # Two row-block buffers: the next row block's accumulators and aux/lb
+        # words are collected while the current one is emitted.
+        c_rb = Signal(24)                # row block whose TAC beats come next
+        c_s = Signal(2)
+        r_rb = Signal(24)                # row block whose aux/lb words are read next
+        beats_ok = Signal(2)
+        aux_ok = Signal(2)
         f_cap = Signal()                 # aux/lb read data arrives this cycle
-        m.d.comb += tac.o.ready.eq(f_state_col & ~f_cap)
-        with m.If(f_cap):
-            m.d.sync += [auxw.eq(v_lanes), lbw.eq(c_lanes), f_cap.eq(0)]
+        f_capb = Signal()
         feeder_hold = Signal()           # the vector read ports are busy elsewhere
-        with m.If(f_run & ~f_mode_embed):
-            with m.If(f_state_rd & ~feeder_hold):
-                m.d.sync += [f_state_rd.eq(0), f_state_col.eq(1), f_cap.eq(1), f_s.eq(0)]
-            with m.If(f_state_col & ~f_cap & tac.o.valid):
-                for s in range(3):
-                    with m.If(f_s == s):
-                        m.d.sync += accbuf[s].eq(tac.o.payload)
-                with m.If(f_s == ns - 1):
-                    m.d.sync += [f_state_col.eq(0), f_state_emit.eq(1), f_r.eq(0)]
-                with m.Else():
-                    m.d.sync += f_s.eq(f_s + 1)
+        f_rd_issue = Signal()
+        set_beats, set_aux, clr_buf = Signal(2), Signal(2), Signal(2)
+        c_buf = c_rb[0]
+        r_buf = r_rb[0]
+        m.d.comb += tac.o.ready.eq(f_run & ~f_mode_embed & (c_rb < nrb) & ~beats_ok.bit_select(c_buf, 1))
+        with m.If(f_run & ~f_mode_embed & tac.o.valid & tac.o.ready):
+            for b_ in range(2):
+                for s_ in range(3):
+                    with m.If((c_buf == b_) & (c_s == s_)):
+                        m.d.sync += accbuf[b_][s_].eq(tac.o.payload)
+            with m.If(c_s == ns - 1):
+                m.d.sync += [c_s.eq(0), c_rb.eq(c_rb + 1)]
+                m.d.comb += set_beats.eq(Mux(c_buf, 2, 1))
+            with m.Else():
+                m.d.sync += c_s.eq(c_s + 1)
+        m.d.comb += f_rd_issue.eq(f_run & ~f_mode_embed & ~feeder_hold & (r_rb < nrb) &
+                                  ~aux_ok.bit_select(r_buf, 1) & ~(f_cap & (f_capb == r_buf)))
+        with m.If(f_rd_issue):
+            m.d.sync += r_rb.eq(r_rb + 1)
+        m.d.sync += [f_cap.eq(f_rd_issue), f_capb.eq(r_buf)]
+        with m.If(f_cap):
+            for b_ in range(2):
+                with m.If(f_capb == b_):
+                    m.d.sync += [auxw[b_].eq(v_lanes), lbw[b_].eq(c_lanes)]
+            m.d.comb += set_aux.eq(Mux(f_capb, 2, 1))
+        m.d.sync += [beats_ok.eq((beats_ok | set_beats) & ~clr_buf), aux_ok.eq((aux_ok | set_aux) & ~clr_buf)]
+        e_buf = f_rb[0]
+        e_full = Signal()
+        m.d.comb += e_full.eq(beats_ok.bit_select(e_buf, 1) & aux_ok.bit_select(e_buf, 1))
         # element of the current row block (LINEAR)
         sel_scale = [Signal(2, name=f"segq{s}") for s in range(3)]
         for s in range(3):
@@ -601,12 +622,13 @@ class Core(wiring.Component):
             m.d.comb += [el_acc[0].eq(emb_code), el_m[0].eq(emb_m), el_e[0].eq(emb_e)]
         with m.Else():
             for s in range(3):
-                m.d.comb += [el_acc[s].eq(accbuf[s][f_r]),
+                m.d.comb += [el_acc[s].eq(Mux(e_buf, accbuf[1][s][f_r], accbuf[0][s][f_r])),
                              el_m[s].eq(Array(scale_m)[sel_scale[s]]), el_e[s].eq(Array(scale_e)[sel_scale[s]])]
-            m.d.comb += [el_aux.eq(auxw.word_select(f_r, 32)), el_lb.eq(lbw.word_select(f_r, 16))]
+            m.d.comb += [el_aux.eq(Mux(e_buf, auxw[1], auxw[0]).word_select(f_r, 32)),
+                         el_lb.eq(Mux(e_buf, lbw[1], lbw[0]).word_select(f_r, 16))]
         m.d.comb += tk_id.eq(Cat(f_r, f_rb) if LB else f_rb)
         adv = Signal()                   # the feeder's element leaves this cycle
-        with m.If(f_run & ~f_mode_embed & f_state_emit):
+        with m.If(f_run & ~f_mode_embed & e_full):
             with m.If(topk_mode):
                 # padded rows never enter the top-k
                 m.d.comb += [topk.i.valid.eq(tk_id < rows), el_valid.eq(0)]
@@ -616,17 +638,16 @@ class Core(wiring.Component):
                 m.d.comb += adv.eq(scales_ready & el_ready)
             with m.If(adv):
                 with m.If(f_r == L - 1):
-                    m.d.sync += [f_state_emit.eq(0), f_rb.eq(f_rb + 1)]
+                    m.d.sync += [f_rb.eq(f_rb + 1), f_r.eq(0)]
+                    m.d.comb += clr_buf.eq(Mux(e_buf, 2, 1))
                     with m.If(f_rb + 1 == nrb):
                         m.d.sync += [f_done.eq(1), f_run.eq(0)]
-                    with m.Else():
-                        m.d.sync += f_state_rd.eq(1)
                 with m.Else():
                     m.d.sync += f_r.eq(f_r + 1)
-        # the reads of the row block (issued in f_state_rd)
+        # the reads of the row block r_rb (issued with f_rd_issue)
         f_rd_v = Signal(24)
         f_rd_c = Signal(32)
-        m.d.comb += [f_rd_v.eq((aux >> LB) + f_rb), f_rd_c.eq((lb_addr >> LB) + f_rb)]
+        m.d.comb += [f_rd_v.eq((aux >> LB) + r_rb), f_rd_c.eq((lb_addr >> LB) + r_rb)]
 
         # embedding: one element per cycle; stage 1 reads cmem, stage 2 holds the code
         e_j = Signal(24)                 # next element to read
@@ -852,7 +873,8 @@ class Core(wiring.Component):
             with m.State("LOADI"):
                 # take the prefetched instruction
                 m.d.comb += [count_en.eq(1), count.eq(_CNT["drain"])]
-                with m.If(n_valid):
+                # (a shadow statistics pass finishes a few cycles after the last write)
+                with m.If(n_valid & (~sh_armed | sh_ok)):
                     m.d.comb += n_take.eq(1)
                     m.d.sync += [w0.eq(nbuf[0]), w1.eq(nbuf[1]), w2.eq(nbuf[2]), w3.eq(nbuf[3])]
                     for q in range(3):
@@ -977,7 +999,8 @@ class Core(wiring.Component):
                 with m.If(recips_ready):
                     m.d.sync += [rd_q.eq(0), rd_c.eq(0), q_out_c.eq(0), tg_valid.eq(0),
                                  mat_run.eq(1), w_t.eq(0), a_n.eq(0), a_cb.eq(0), a_s.eq(0),
-                                 f_run.eq(1), f_state_rd.eq(1), f_state_col.eq(0), f_state_emit.eq(0),
+                                 f_run.eq(1), c_rb.eq(0), c_s.eq(0), r_rb.eq(0), beats_ok.eq(0), aux_ok.eq(0),
+                                 f_r.eq(0), f_cap.eq(0),
                                  topk_mode.eq(is_head)]
                     m.next = "QUANT"
             with m.State("QUANT"):
@@ -1001,7 +1024,7 @@ class Core(wiring.Component):
             with m.State("MATRIX"):
                 m.d.comb += [count_en.eq(1), count.eq(Mux(is_head, _CNT["head"], _CNT["matrix"]))]
                 m.d.comb += sh_decide.eq(~is_head)
-                with m.If(f_state_rd):
+                with m.If(f_rd_issue):
                     m.d.comb += [v_rd_addr.eq(f_rd_v), c_rd_addr.eq(f_rd_c)]
                 with m.Else():
                     m.d.comb += [sl_port.eq(1), c_rd_addr.eq(sl_rd_addr)]
@@ -1010,13 +1033,12 @@ class Core(wiring.Component):
             with m.State("DRAIN"):
                 m.d.comb += [count_en.eq(1), count.eq(Mux(is_head, _CNT["head"], _CNT["drain"]))]
                 m.d.comb += sh_decide.eq(~is_head)
-                with m.If(f_state_rd):
+                with m.If(f_rd_issue):
                     m.d.comb += [v_rd_addr.eq(f_rd_v), c_rd_addr.eq(f_rd_c)]
                 with m.Else():
                     m.d.comb += [sl_port.eq(1), c_rd_addr.eq(sl_rd_addr)]
                 done = Signal()
-                m.d.comb += done.eq(Mux(topk_mode, f_done & scales_ready,
-                                        f_done & col_done & (sh_dead | sh_ok | ~sh_armed)))
+                m.d.comb += done.eq(Mux(topk_mode, f_done & scales_ready, f_done & col_done))
                 with m.If(done):
                     m.d.sync += [mat_run.eq(0), topk_mode.eq(0)]
                     with m.If(is_head):

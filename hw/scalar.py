@@ -6,7 +6,7 @@ reciprocals are computed, and so on):
 
 | unit | computes (numpy form) | cycles, request to response |
 |---|---|---|
-| :class:`QuantRecip` | ``M -> (R, M16, sh)`` as :func:`mmfree.numerics.quantize_a8` | ``|sh| + 17`` (at most 32) |
+| :class:`QuantRecip` | ``M -> (R, M16, sh)`` as :func:`mmfree.numerics.quantize_a8` | 10 |
 | :class:`SumSqSqrt` | ``t -> (sqrt_t, et)``, :func:`mmfree.numerics.sumsq_sqrt` | ``|et|/2 + 18`` (at most 33) |
 | :class:`OutputScale` | ``-> (m_S, e_S)``, :func:`mmfree.numerics.output_scale` | ``bitlen(Qr*m_k) + 3`` (34..36 for a normalized ``m_k``) |
 
@@ -17,9 +17,11 @@ idle; a request is accepted on a cycle with ``req.valid & req.ready``; the
 response is then computed one step per cycle and held on ``resp``
 (``resp.valid`` high) until ``resp.ready``, after which the unit is idle
 again. One operation is in flight at a time.
-No unit has a combinational divider, square root or priority encoder: the
-normalizations are one-bit (two-bit for ``et``) shift loops, the divisions
-restoring, the square root digit by digit. The only multiplier is
+No unit has a combinational divider or square root. ``QuantRecip``, on the
+core's critical path once per LINEAR, normalizes with a priority encoder and
+a barrel shifter and divides two bits per cycle; the others normalize with
+one-bit (two-bit for ``et``) shift loops, divide one bit per cycle and take
+the square root digit by digit. The only multiplier is
 ``OutputScale``'s 17 x 16 ``Qr * m_k`` (one DSP). On an ECP5 (yosys, nextpnr
 out of context) the three take about 140, 120 and 160 flip-flops and
 200-260 LUTs each and run at 180, 185 and 120 MHz.
@@ -63,10 +65,12 @@ class QuantRecip(wiring.Component):
     * ``req``: stream of ``unsigned(31)`` (``M = max|v|``). ``resp``: stream of
       ``RECIP_RESP = {r: unsigned(15), m16: unsigned(16), sh: signed(5)}``.
     * Request/response handshake as described in :mod:`mmfree.hw.scalar`;
-      ``|sh| + 17`` cycles from accepting the request to ``resp.valid``
-      (at most 32), 1 for ``M = 0``.
-    * Datapath: a 31-bit one-bit shifter for the normalization, then a
-      15-step restoring division (18-bit subtractor). No multipliers.
+      :data:`RECIP_CYCLES` (10) cycles from accepting the request to
+      ``resp.valid``, 1 for ``M = 0``. The reciprocal sits on the core's
+      critical path once per LINEAR, hence the unrolled division.
+    * Datapath: a priority encoder and a 31-bit barrel shifter normalize in
+      one cycle; then a restoring division of two quotient bits per cycle
+      (two chained 18-bit subtractors), 16 bits in 8 cycles. No multipliers.
     """
 
     def __init__(self):
@@ -75,48 +79,60 @@ class QuantRecip(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         x = Signal(M_BITS)
-        sh = Signal(SH_SHAPE)
         rem = Signal(18)
         den = Signal(17)
-        nbits = Signal(R_BITS)
-        quo = Signal(R_BITS)
-        count = Signal(range(R_BITS + 1))
+        nbits = Signal(16)
+        quo = Signal(16)
+        count = Signal(range(9))
         out = self.resp.payload
-        q_shift = nx.Q_SHIFT
-        num = (127 << (q_shift + 1)) + x[:16]         # 31 bits once x = M16
+        # normalization: sh = bitlen(x) - 16, M16 = x >> sh (x << -sh)
+        blen = Signal(range(M_BITS + 1))
+        for i in range(M_BITS):
+            with m.If(x[i]):
+                m.d.comb += blen.eq(i + 1)
+        sh_c = Signal(SH_SHAPE)
+        m.d.comb += sh_c.eq(blen - 16)
+        m16_c = Signal(16)
+        sr, sl = Signal(5), Signal(5)
+        m.d.comb += [sr.eq(blen - 16), sl.eq(16 - blen), m16_c.eq(Mux(blen >= 16, x >> sr, x << sl))]
+        num = Signal(32)
+        m.d.comb += num.eq((127 << (nx.Q_SHIFT + 1)) + m16_c)
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.req.ready.eq(1)
                 with m.If(self.req.valid):
-                    m.d.sync += [x.eq(self.req.payload), sh.eq(0)]
+                    m.d.sync += x.eq(self.req.payload)
                     with m.If(self.req.payload == 0):
                         m.d.sync += [out.r.eq(0), out.m16.eq(0), out.sh.eq(0)]
                         m.next = "DONE"
                     with m.Else():
                         m.next = "NORM"
             with m.State("NORM"):
-                with m.If(x[16:] != 0):
-                    m.d.sync += [x.eq(x >> 1), sh.eq(sh + 1)]
-                with m.Elif(~x[15]):
-                    m.d.sync += [x.eq(x << 1), sh.eq(sh - 1)]
-                with m.Else():
-                    # N = (127 << 24) + M16, D = 2 M16; N >> 15 < D, so 15 quotient bits
-                    m.d.sync += [rem.eq(num >> R_BITS), nbits.eq(num[:R_BITS]), den.eq(x[:16] << 1),
-                                 count.eq(R_BITS), quo.eq(0)]
-                    m.next = "DIV"
+                # N = (127 << 24) + M16 < 2^31, D = 2 M16 >= 2^16: N >> 16 < D, so 16 quotient bits
+                # (the first one 0) are the 15 of R
+                m.d.sync += [rem.eq(num >> 16), nbits.eq(num[:16]), den.eq(m16_c << 1), count.eq(8), quo.eq(0),
+                             out.m16.eq(m16_c), out.sh.eq(sh_c)]
+                m.next = "DIV"
             with m.State("DIV"):
                 r2 = Cat(nbits[-1], rem)
-                ge = r2 >= den
-                m.d.sync += [rem.eq(Mux(ge, r2 - den, r2)), nbits.eq(nbits << 1), quo.eq(Cat(ge, quo)),
-                             count.eq(count - 1)]
+                ge1 = r2 >= den
+                s1 = Mux(ge1, r2 - den, r2)[:18]
+                r3 = Cat(nbits[-2], s1)
+                ge2 = r3 >= den
+                s2 = Mux(ge2, r3 - den, r3)
+                m.d.sync += [rem.eq(s2), nbits.eq(nbits << 2), quo.eq(Cat(ge2, ge1, quo)), count.eq(count - 1)]
                 with m.If(count == 1):
-                    m.d.sync += [out.r.eq(Cat(ge, quo)), out.m16.eq(x[:16]), out.sh.eq(sh)]
+                    m.d.sync += out.r.eq(Cat(ge2, ge1, quo))
                     m.next = "DONE"
             with m.State("DONE"):
                 m.d.comb += self.resp.valid.eq(1)
                 with m.If(self.resp.ready):
                     m.next = "IDLE"
         return m
+
+
+#: Cycles of :class:`QuantRecip` from an accepted non-zero request to ``resp.valid``.
+RECIP_CYCLES = 10
 
 
 class SumSqSqrt(wiring.Component):

@@ -92,8 +92,8 @@ async def results(dut, k: int) -> list[tuple[int, int, int, int, int]]:
     return beats
 
 
-DEBUG = ("seq_state", "busy", "result_valid", "have_head", "pc", "widx", "wlen", "w_t", "a_n", "ntiles", "f_run", "f_state_rd", "f_state_col",
-         "f_state_emit", "f_rb", "f_r", "f_s", "f_done", "col_rb", "col_r", "col_done", "col_nrb", "stats_done",
+DEBUG = ("seq_state", "have_head", "fpc", "n_valid", "w_t", "a_n", "ntiles", "f_run", "c_rb", "c_s", "r_rb",
+         "beats_ok", "aux_ok", "f_rb", "f_r", "f_done", "sh_armed", "sh_dead", "sh_ok", "col_rb", "col_r", "col_done", "col_nrb", "stats_done",
          "rd_c", "rd_k", "rd_q", "q_out_c", "e_j", "e_tag", "e_hold", "scales_ready", "recips_ready", "sb", "nb",
          "nrb", "trk_valid", "trk_max", "run_max")
 
@@ -109,6 +109,24 @@ def dump(dut) -> None:
     for name in ("result_valid", "result_ready", "result_payload_last", "result_payload_id", "cmd_valid"):
         vals.append(f"{name}={getattr(dut, name).value}")
     dut._log.error("core state: %s", " ".join(vals))
+
+
+async def trace_states(dut) -> None:
+    """Debugging aid: log every sequencer state change of one step with its cycle count."""
+    last, t0, rows = None, 0, []
+    cyc = 0
+    while True:
+        await RisingEdge(dut.clk)
+        await ReadOnly()
+        st = int(dut.dut.seq_state.value)
+        if st != last:
+            if last is not None:
+                rows.append(f"{last}:{cyc - t0}")
+            last, t0 = st, cyc
+        cyc += 1
+        if dut.result_valid.value:
+            break
+    dut._log.info("state trace (state:cycles): %s", " ".join(rows))
 
 
 def counters(dut) -> dict[str, int]:
@@ -139,6 +157,8 @@ async def core_equals_golden(dut):
         c0 = counters(dut)
         for i, (tok, want) in enumerate(zip(exp["tokens"], exp["steps"])):
             await command(dut, tok)
+            if i == PARAMS.get("trace_token", -1):
+                await trace_states(dut)
             got = await results(dut, k)
             assert not dut.error.value, f"{model['name']} token {i}: core error flag set"
             n = len(want["ids"])

@@ -39,7 +39,7 @@ def bitlen(x: int) -> int:
 
 
 def recip_cycles(m: int) -> int:
-    return abs(recip_ref(m)["sh"]) + 17 if m else 1
+    return 10 if m else 1
 
 
 def sqrt_cycles(t: int) -> int:
