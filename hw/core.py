@@ -222,8 +222,8 @@ class Core(wiring.Component):
         nb = Signal(24)                  # beats of the input (ceil(n / L))
         nrb = Signal(24)                 # row blocks of the output (ceil(rows / L))
         m.d.comb += [nb.eq((n + L - 1) >> LB), nrb.eq((rows + L - 1) >> LB)]
-        ntiles = Signal(32)
-        m.d.sync += ntiles.eq(nrb * ns * nb)   # settled long before the matrix starts
+        rb_tiles = Signal(26)            # tiles per row block: ns * nb (no multiplier)
+        m.d.comb += rb_tiles.eq(Mux(ns == 1, nb, Mux(ns == 2, nb << 1, (nb << 1) + nb)))
 
         # alignment: vector operands must start on a wide word
         misaligned = Signal()
@@ -360,7 +360,7 @@ class Core(wiring.Component):
         for i in range(L):
             m.d.comb += [qp.b[i].eq(b_masked.word_select(i, 32)), qp.cv[i].eq(c_lane(i))]
         q_out_c = Signal(24)
-        m.d.comb += [q_wr.addr.eq(rd_q * qd + q_out_c), q_wr.data.eq(quant.o.payload),
+        m.d.comb += [q_wr.addr.eq(Array([Const(q * qd, range(3 * qd + 1)) for q in range(3)])[rd_q] + q_out_c), q_wr.data.eq(quant.o.payload),
                      q_wr.en.eq(quant.o.valid)]
         with m.If(quant.o.valid):
             m.d.sync += q_out_c.eq(q_out_c + 1)
@@ -381,18 +381,28 @@ class Core(wiring.Component):
 
         # ---------------------------------------------------------- tile streams into the TAC
         mat_run = Signal()
-        w_t = Signal(32)
+        w_t = Signal(32)                 # tiles issued on the weight side
+        w_k = Signal(26)                 # ... within the row block
+        w_rb = Signal(24)
         w_valid = Signal()
+        w_done = Signal()
+        a_done = Signal()
         m.d.comb += [w_rd.en.eq(~w_valid | tac.w.ready), tac.w.valid.eq(w_valid), tac.w.payload.eq(w_rd.data),
-                     w_rd.addr.eq(wbase + w_t)]
+                     w_rd.addr.eq(wbase + w_t), w_done.eq(w_rb == nrb)]
         with m.If(w_rd.en):
-            with m.If(mat_run & (w_t < ntiles)):
+            with m.If(mat_run & ~w_done):
                 m.d.sync += [w_t.eq(w_t + 1), w_valid.eq(1)]
+                with m.If(w_k == rb_tiles - 1):
+                    m.d.sync += [w_k.eq(0), w_rb.eq(w_rb + 1)]
+                with m.Else():
+                    m.d.sync += w_k.eq(w_k + 1)
             with m.Else():
                 m.d.sync += w_valid.eq(0)
         a_cb = Signal(24)
         a_s = Signal(2)
-        a_n = Signal(32)                 # tiles issued on the code side
+        a_rb = Signal(24)                # row block of the code side
+        m.d.comb += a_done.eq(a_rb == nrb)
+        slot_base = Array([Const(q * qd, range(3 * qd + 1)) for q in range(3)])
         a_valid = Signal()
         a_first = Signal()
         a_last = Signal()
@@ -405,14 +415,14 @@ class Core(wiring.Component):
         m.d.comb += [q_rd_en_mat.eq(~a_valid | tac.a.ready), tac.a.valid.eq(a_valid),
                      tac.a.payload.a.eq(q_rd.data), tac.a.payload.first.eq(a_first),
                      tac.a.payload.last.eq(a_last)]
-        m.d.comb += [q_rd.addr.eq(seg_q[a_s] * qd + a_cb), q_rd.en.eq(q_rd_en_mat)]
+        m.d.comb += [q_rd.addr.eq(slot_base[seg_q[a_s]] + a_cb), q_rd.en.eq(q_rd_en_mat)]
         with m.If(q_rd_en_mat):
-            with m.If(mat_run & (a_n < ntiles) & codes_ok):
-                m.d.sync += [a_valid.eq(1), a_first.eq(a_cb == 0), a_last.eq(a_cb == nb - 1), a_n.eq(a_n + 1)]
+            with m.If(mat_run & ~a_done & codes_ok):
+                m.d.sync += [a_valid.eq(1), a_first.eq(a_cb == 0), a_last.eq(a_cb == nb - 1)]
                 with m.If(a_cb == nb - 1):
                     m.d.sync += a_cb.eq(0)
                     with m.If(a_s == ns - 1):
-                        m.d.sync += a_s.eq(0)
+                        m.d.sync += [a_s.eq(0), a_rb.eq(a_rb + 1)]
                     with m.Else():
                         m.d.sync += a_s.eq(a_s + 1)
                 with m.Else():
@@ -660,6 +670,12 @@ class Core(wiring.Component):
         m.d.comb += e_end.eq(((e_n + L - 1) >> LB) << LB)
         m.d.comb += e_stride.eq(Mux(e_code16, e_n, (e_n + 1) >> 1))
         e_row = Signal(32)
+        e_mul = Signal(16)               # e_row = codes + token * stride, one bit of token per cycle
+        e_add = Signal(32)
+        with m.If(e_mul != 0):
+            m.d.sync += [e_mul.eq(e_mul >> 1), e_add.eq(e_add << 1)]
+            with m.If(e_mul[0]):
+                m.d.sync += e_row.eq(e_row + e_add)
         e_word = Signal(32)
         m.d.comb += e_word.eq(Mux(e_code16, e_row + e_j, e_row + (e_j >> 1)))
         e_sel_word = Signal(16)
@@ -896,7 +912,7 @@ class Core(wiring.Component):
                         m.d.sync += [f_mode_embed.eq(1), f_done.eq(0), e_j.eq(0), e_tag.eq(0),
                                      e_hold.eq(0), col_r.eq(0), col_rb.eq(0), col_done.eq(0), col_wr_h.eq(0),
                                      col_rows.eq(e_n), col_dst.eq(e_dst), col_nrb.eq((e_n + L - 1) >> LB),
-                                     e_row.eq(e_codes + token * e_stride)]
+                                     e_row.eq(e_codes), e_mul.eq(token), e_add.eq(e_stride)]
                         m.next = "EMBED_SCALE"
                     with m.Case(isa.Op.LINEAR):
                         with m.If(misaligned | (nq == 0) | (ns == 0) | (n == 0) | (rows == 0)):
@@ -949,7 +965,7 @@ class Core(wiring.Component):
                 m.next = "EMBED"
             with m.State("EMBED"):
                 m.d.comb += [count_en.eq(1), count.eq(_CNT["embed"])]
-                m.d.comb += [c_rd_addr.eq(e_word >> LB), e_go.eq(f_run)]
+                m.d.comb += [c_rd_addr.eq(e_word >> LB), e_go.eq(f_run & (e_mul == 0))]
                 with m.If(f_done & col_done):
                     m.d.sync += [trk_valid.eq(1), trk_dst.eq(e_dst), trk_n.eq(e_n), trk_max.eq(run_max)]
                     m.next = "LOADI"
@@ -998,7 +1014,8 @@ class Core(wiring.Component):
                 m.d.comb += [count_en.eq(1), count.eq(_CNT["stats"])]
                 with m.If(recips_ready):
                     m.d.sync += [rd_q.eq(0), rd_c.eq(0), q_out_c.eq(0), tg_valid.eq(0),
-                                 mat_run.eq(1), w_t.eq(0), a_n.eq(0), a_cb.eq(0), a_s.eq(0),
+                                 mat_run.eq(1), w_t.eq(0), w_k.eq(0), w_rb.eq(0), a_rb.eq(0), a_cb.eq(0),
+                                 a_s.eq(0),
                                  f_run.eq(1), c_rb.eq(0), c_s.eq(0), r_rb.eq(0), beats_ok.eq(0), aux_ok.eq(0),
                                  f_r.eq(0), f_cap.eq(0),
                                  topk_mode.eq(is_head)]
@@ -1028,7 +1045,7 @@ class Core(wiring.Component):
                     m.d.comb += [v_rd_addr.eq(f_rd_v), c_rd_addr.eq(f_rd_c)]
                 with m.Else():
                     m.d.comb += [sl_port.eq(1), c_rd_addr.eq(sl_rd_addr)]
-                with m.If((w_t == ntiles) & (a_n == ntiles)):
+                with m.If(w_done & a_done):
                     m.next = "DRAIN"
             with m.State("DRAIN"):
                 m.d.comb += [count_en.eq(1), count.eq(Mux(is_head, _CNT["head"], _CNT["drain"]))]
