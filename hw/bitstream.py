@@ -333,6 +333,21 @@ def _run(cmd: list[str], cwd: Path, log, what: str, logfile: Path) -> float:
     return dt
 
 
+def git_state() -> dict | None:
+    """The source tree the build came from: commit and the hardware files changed since (None outside git)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=30)
+        if head.returncode != 0:
+            return None
+        st = subprocess.run(["git", "status", "--porcelain", "--", "hw", "mmfree"], cwd=root, capture_output=True,
+                            text=True, timeout=30)
+        dirty = [ln[3:] for ln in st.stdout.splitlines() if ln.strip()]
+        return {"commit": head.stdout.strip(), "changed": dirty}
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
 def tool_versions() -> dict:
     out = {}
     try:
@@ -536,6 +551,7 @@ def build(board: str, out=None, *, lanes=None, clock_hz: int | None = None, mode
         "estimate": est,
         "model": str(compiled) if compiled else None,
         "tools": tool_versions(),
+        "source": git_state(),
         "times_s": times,
         "status": "started",
     }
@@ -614,6 +630,53 @@ def build(board: str, out=None, *, lanes=None, clock_hz: int | None = None, mode
 
 # ------------------------------------------------------------------ patching
 
+#: ECP5 DP16KD data layouts as ecpbram reads them: (bits per address, bits per init word, slices)
+_ECP5_MODES = ((1, 8, 32), (2, 8, 32), (4, 8, 32), (9, 9, 36), (18, 9, 36), (36, 9, 36))
+
+
+def ecp5_bram_init(config_text: str) -> list[np.ndarray]:
+    """The ``.bram_init`` blocks of an ECP5 text config: one ``uint16 [2048]`` (9-bit words) per block RAM."""
+    out, cur = [], None
+    for ln in config_text.splitlines():
+        if ln.startswith(".bram_init"):
+            cur = []
+            out.append(cur)
+        elif ln.startswith("."):
+            cur = None
+        elif cur is not None and ln.strip():
+            cur.extend(int(v, 16) for v in ln.split())
+    return [np.array(b, dtype=np.uint16) for b in out]
+
+
+def _bram_slices(init: np.ndarray) -> list[bytes]:
+    """Every 512-address bit slice of one block RAM in every data layout (the units ecpbram matches)."""
+    out = []
+    for w, nw, nslices in _ECP5_MODES:
+        bits = ((init[:, None] >> np.arange(nw, dtype=np.uint16)) & 1).astype(np.uint8).reshape(-1)
+        k = np.arange(512)
+        for j in range(nslices):
+            bn = k * w + (j % w) + (j // w) * 512 * w
+            out.append(np.packbits(bits[bn]).tobytes())
+    return out
+
+
+def _hex_slices(words: np.ndarray, width: int) -> list[bytes]:
+    """The 512-word bit slices of a memory image (``uint8 [depth, bytes]``), column by column."""
+    bits = np.unpackbits(words, axis=1, bitorder="little")[:, :width]
+    depth = len(words) - len(words) % 512
+    return [np.packbits(bits[a:a + 512, i]).tobytes() for i in range(width) for a in range(0, depth, 512)]
+
+
+def locate_image(config_text: str, words: np.ndarray, width: int) -> tuple[int, int]:
+    """(slices of the image, how many of them the config's block RAMs hold): all of them when patchable."""
+    want = set(_hex_slices(words, width))
+    have = set()
+    for init in ecp5_bram_init(config_text):
+        have.update(_bram_slices(init))
+    return len(want), len(want & have)
+
+
+
 def patch(out, compiled, *, board: str | None = None, target: Target | None = None, dest=None, log=print) -> Path:
     """Swap a compiled model's wmem/cmem/pmem into a built bitstream, without place and route.
 
@@ -653,12 +716,22 @@ def patch(out, compiled, *, board: str | None = None, target: Target | None = No
         new = physical_words(name, read_hex(to_file, width), target)
         old = placeholder_images(target)[name]
         pw = physical_width(name, target)
+        if len(old) % 512:
+            raise MmfreeError(f"{name}: {len(old)} words is not a multiple of 512; ecpbram cannot patch it")
+        total, found = locate_image(cur.read_text(), old, pw)
+        if found != total:
+            raise MmfreeError(f"{name}: only {found} of {total} placeholder slices are in the bitstream's block "
+                              f"RAMs (was it built by mmfree bitstream, with this target?)")
         write_hex(pdir / f"{name}.from.hex", old, pw)
         write_hex(pdir / f"{name}.to.hex", new, pw)
         nxt = pdir / f"{name}.config"
         _run([_tool("ecpbram"), "-i", str(cur.resolve()), "-o", str(nxt.resolve()), "-f", f"{name}.from.hex",
               "-t", f"{name}.to.hex"], pdir, log, f"ecpbram {name}", pdir / f"{name}.ecpbram.out")
         cur = nxt
+        left = locate_image(cur.read_text(), old, pw)[1]
+        if left:
+            raise MmfreeError(f"{name}: ecpbram left {left} placeholder slices in place")
+        log(f"  {name}: {total} slices of 512 words replaced")
     model = man.get("config", {}).get("name") or compiled.name
     dest = Path(dest) if dest else out / f"{board}-{model}.bit"
     _run([_tool("ecppack"), "--compress", "--input", str(cur.resolve()), "--bit", str(dest.resolve())], pdir, log,
@@ -713,7 +786,12 @@ def report_markdown(r: dict) -> str:
     lines += ["", "## Build times (s)", "", "| step | seconds |", "|---|---|"]
     for k, v in r["times_s"].items():
         lines.append(f"| {k} | {v} |")
-    lines += ["", "Tools: " + ", ".join(f"{k} {v}" for k, v in r["tools"].items()), ""]
+    lines += ["", "Tools: " + ", ".join(f"{k} {v}" for k, v in r["tools"].items())]
+    src = r.get("source")
+    if src:
+        lines += ["", f"Source: commit {src['commit'][:12]}" +
+                  (f", with changes to {', '.join(src['changed'])}" if src["changed"] else "")]
+    lines.append("")
     return "\n".join(lines)
 
 

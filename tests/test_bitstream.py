@@ -186,3 +186,29 @@ def test_synth_tiny_core(tmp_path):
     util = bs.synth_utilization(total, bs.DEVICES["ulx3s-85f"])
     print("\ntiny core (2x2):", {k: v["used"] for k, v in util.items()})
     assert util["LUT4"]["used"] > 0
+
+
+def _config_with(brams: list[np.ndarray]) -> str:
+    """A minimal ECP5 text config holding these 2048-word, 9-bit block-RAM inits."""
+    parts = [".device LFE5U-85F", ""]
+    for i, b in enumerate(brams):
+        parts.append(f".bram_init {i}")
+        vals = [f"{int(v):03x}" for v in b]
+        parts += [" ".join(vals[j:j + 8]) for j in range(0, len(vals), 8)]
+        parts.append("")
+    return "\n".join(parts)
+
+
+def test_locate_image_in_bram_slices():
+    """An 18-bit x 2048 image stored as two 2048x9 block RAMs is found slice by slice, as ecpbram does."""
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, size=(2048, 3), dtype=np.uint8)
+    img[:, 2] &= 3                                               # 18 bits
+    val = np.array([int.from_bytes(r.tobytes(), "little") for r in img])
+    lo, hi = (val & 0x1FF).astype(np.uint16), (val >> 9).astype(np.uint16)
+    cfg = _config_with([lo, hi])
+    assert [len(b) for b in bs.ecp5_bram_init(cfg)] == [2048, 2048]
+    assert bs.locate_image(cfg, img, 18) == (18 * 4, 18 * 4)
+    other = rng.integers(0, 256, size=(2048, 3), dtype=np.uint8)
+    other[:, 2] &= 3
+    assert bs.locate_image(cfg, other, 18) == (18 * 4, 0)
