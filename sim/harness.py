@@ -51,6 +51,7 @@ BINARY = "simtop"
 #: The C++ harness.
 HARNESS_SOURCE = Path(__file__).resolve().with_name("harness.cpp")
 _STAMP = "harness.stamp"
+_QUICK_STAMP = "sources.stamp"
 _CACHE_ENV = "MMFREE_CACHE_DIR"
 
 #: Verilator lint switches for Amaranth's Verilog (as the cocotb runner, without its -O1).
@@ -153,6 +154,41 @@ def _trace_kind(trace) -> str | None:
     return trace
 
 
+def _quick_key(target, core_factory, max_payload, timeout, kind) -> str:
+    """sha256 of what the Verilog and the executable depend on, without converting anything.
+
+    The parameters, the Python sources of ``mmfree`` and ``mmfree.hw`` (and of
+    a custom ``core_factory``), the harness source, this file and the tool
+    versions. A match skips the Verilog conversion (tens of seconds for the
+    real core); a mismatch falls back to the exact stamp (the Verilog's hash).
+    """
+    import inspect
+
+    import amaranth
+
+    import mmfree
+    import mmfree.hw
+
+    h = hashlib.sha256()
+    name = "default" if core_factory is None else \
+        f"{getattr(core_factory, '__module__', '?')}.{getattr(core_factory, '__qualname__', repr(core_factory))}"
+    h.update(repr((dataclasses.replace(target, description=""), max_payload, timeout, kind, name,
+                   amaranth.__version__, list(_MAKE_VARS))).encode())
+    files = sorted(Path(mmfree.__file__).parent.glob("*.py")) + sorted(Path(mmfree.hw.__file__).parent.glob("*.py"))
+    files += [HARNESS_SOURCE, Path(__file__).resolve()]
+    if core_factory is not None:
+        try:
+            files.append(Path(inspect.getsourcefile(core_factory)))
+        except (TypeError, OSError):
+            return "uncacheable"
+    for f in files:
+        h.update(f"{f.name}\n".encode())
+        h.update(f.read_bytes())
+    from .runner import verilator_bin
+    h.update(str(verilator_bin()).encode())
+    return h.hexdigest()
+
+
 def build(target, out_dir=None, *, core_factory=None, max_payload: int | None = None, timeout: int | None = None,
           trace="auto", jobs: int = 2, force: bool = False, log=None) -> Path:
     """Build the harness executable of :class:`~mmfree.hw.soc.SimTop` for ``target``; returns its path.
@@ -200,12 +236,21 @@ def build(target, out_dir=None, *, core_factory=None, max_payload: int | None = 
     out = Path(out_dir) if out_dir is not None else default_build_dir(t)
     out.mkdir(parents=True, exist_ok=True)
     timeout = SIM_TIMEOUT if timeout is None else timeout
-    top = SimTop(t, core_factory=core_factory, max_payload=MAX_PAYLOAD if max_payload is None else max_payload,
-                 timeout=timeout)
+    max_payload = MAX_PAYLOAD if max_payload is None else max_payload
+    kind = _trace_kind(trace)
+    exe = out / BINARY
+    stamp = out / _STAMP
+    quick = out / _QUICK_STAMP
+    # quick check, before the (slow) Verilog conversion: same sources, same parameters, same tools
+    qkey = _quick_key(t, core_factory, max_payload, timeout, kind)
+    if not force and exe.is_file() and stamp.is_file() and quick.is_file() and quick.read_text() == qkey:
+        say(f"up to date: {exe}")
+        return exe
+    quick.unlink(missing_ok=True)
+    top = SimTop(t, core_factory=core_factory, max_payload=max_payload, timeout=timeout)
     t0 = time.perf_counter()
     text = verilog.convert(top, name="simtop", emit_src=False)
     say(f"verilog: {len(text) / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s")
-    kind = _trace_kind(trace)
     quiet = timeout + 1000
     vargs = ["--cc", "--exe", "-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert", *_WARN_ARGS,
              "--top-module", "simtop", "--prefix", "Vsimtop", "-o", f"../{BINARY}",
@@ -214,9 +259,8 @@ def build(target, out_dir=None, *, core_factory=None, max_payload: int | None = 
     src = HARNESS_SOURCE.read_text()
     vbin = runner.verilator_bin()
     digest = hashlib.sha256(json.dumps([text, src, vargs, list(_MAKE_VARS), str(vbin)]).encode()).hexdigest()
-    exe = out / BINARY
-    stamp = out / _STAMP
     if not force and exe.is_file() and stamp.is_file() and stamp.read_text() == digest:
+        quick.write_text(qkey)
         say(f"up to date: {exe}")
         return exe
     stamp.unlink(missing_ok=True)
@@ -245,6 +289,7 @@ def build(target, out_dir=None, *, core_factory=None, max_payload: int | None = 
     if not exe.is_file():
         raise ToolError(f"harness build produced no {exe}; log {logf}")
     stamp.write_text(digest)
+    quick.write_text(qkey)
     say(f"built {exe} in {time.perf_counter() - t0:.0f} s")
     return exe
 
