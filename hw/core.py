@@ -166,6 +166,10 @@ class Core(wiring.Component):
         m.submodules.mlgru = mlgru = MLGRUCell()
         m.submodules.glu = glu = GLUCell()
         m.submodules.radd = radd = ResidualAdd()
+        # second element lane of the single-segment epilogues (WRITE, ADD, TOPK)
+        m.submodules.dequant_b = dq_b = Dequant(ACC_BITS, 18)
+        m.submodules.radd_b = radd_b = ResidualAdd()
+        m.submodules.topk_b = topk_b = TopK(K, 16, ACC_BITS)
         m.submodules.topk = topk = TopK(K, 16, ACC_BITS)
 
         # ---------------------------------------------------------- counters
@@ -219,6 +223,7 @@ class Core(wiring.Component):
 
         is_head = Signal()
         m.d.comb += is_head.eq(epi == isa.Epilogue.TOPK)
+        dual = Signal()                  # two elements per cycle through the epilogue (set below)
         nb = Signal(24)                  # beats of the input (ceil(n / L))
         nrb = Signal(24)                 # row blocks of the output (ceil(rows / L))
         m.d.comb += [nb.eq((n + L - 1) >> LB), nrb.eq((rows + L - 1) >> LB)]
@@ -440,8 +445,13 @@ class Core(wiring.Component):
         el_e = [Signal(signed(18), name=f"el_e{s}") for s in range(3)]
         el_aux = Signal(32)
         el_lb = Signal(16)
+        el_acc_b = Signal(signed(ACC_BITS))
+        el_aux_b = Signal(32)
 
         f_mode_embed = Signal()
+        if L >= 2:
+            m.d.comb += dual.eq(~f_mode_embed & ((epi == isa.Epilogue.WRITE) | (epi == isa.Epilogue.ADD) |
+                                                 (epi == isa.Epilogue.TOPK)))
         f_run = Signal()
         f_rb = Signal(24)                # row block (LINEAR) / element index (EMBED)
         f_s = Signal(2)
@@ -455,7 +465,7 @@ class Core(wiring.Component):
         emb_m = Signal(16)
         emb_e = Signal(signed(16))
 
-        side = fifo.SyncFIFOBuffered(width=48, depth=16)
+        side = fifo.SyncFIFOBuffered(width=80, depth=16)
         m.submodules.side = side
 
         # dequantizers in lockstep; the op stage takes their outputs together with the side FIFO
@@ -464,11 +474,14 @@ class Core(wiring.Component):
             m.d.comb += [dqs[s].i.valid.eq(el_valid & side.w_rdy),
                          dqs[s].i.payload.acc.eq(el_acc[s]), dqs[s].i.payload.m.eq(el_m[s]),
                          dqs[s].i.payload.e.eq(el_e[s])]
-        m.d.comb += [side.w_data.eq(Cat(el_aux, el_lb)), side.w_en.eq(el_valid & dq_ready & side.w_rdy)]
+        m.d.comb += [side.w_data.eq(Cat(el_aux, el_lb, el_aux_b)), side.w_en.eq(el_valid & dq_ready & side.w_rdy)]
+        m.d.comb += [dq_b.i.valid.eq(el_valid & side.w_rdy), dq_b.i.payload.acc.eq(el_acc_b),
+                     dq_b.i.payload.m.eq(el_m[0]), dq_b.i.payload.e.eq(el_e[0])]
 
         topk_mode = Signal()
         tk_id = Signal(16)
-        m.d.comb += [topk.i.payload.id.eq(tk_id), topk.i.payload.acc.eq(el_acc[0])]
+        m.d.comb += [topk.i.payload.id.eq(tk_id), topk.i.payload.acc.eq(el_acc[0]),
+                     topk_b.i.payload.id.eq(tk_id + 1), topk_b.i.payload.acc.eq(el_acc_b)]
 
         # element handshake: dequant path or top-k
         with m.If(topk_mode):
@@ -480,11 +493,13 @@ class Core(wiring.Component):
         dq_o_valid = dqs[0].o.valid
         side_aux = side.r_data[0:32]
         side_lb = side.r_data[32:48]
+        side_aux_b = side.r_data[48:80]
         join_valid = Signal()
         m.d.comb += join_valid.eq(dq_o_valid & side.r_rdy)
         op_ready = Signal()
         for s in range(3):
             m.d.comb += dqs[s].o.ready.eq(join_valid & op_ready)
+        m.d.comb += dq_b.o.ready.eq(join_valid & op_ready)
         m.d.comb += side.r_en.eq(join_valid & op_ready)
         y = [dqs[s].o.payload for s in range(3)]
 
@@ -492,18 +507,21 @@ class Core(wiring.Component):
                      mlgru.i.payload.h.eq(side_aux), mlgru.i.payload.lb.eq(side_lb),
                      mlgru.i.payload.has_lb.eq(has_lb),
                      glu.i.payload.a.eq(y[0]), glu.i.payload.b.eq(y[1]),
-                     radd.i.payload.a.eq(side_aux), radd.i.payload.b.eq(y[0])]
+                     radd.i.payload.a.eq(side_aux), radd.i.payload.b.eq(y[0]),
+                     radd_b.i.payload.a.eq(side_aux_b), radd_b.i.payload.b.eq(dq_b.o.payload)]
         mode_embed_op = f_mode_embed
         # results of the op stage
         res_valid = Signal()
         res_ready = Signal()
         res_y = Signal(32)
+        res_y_b = Signal(32)
         res_h = Signal(32)
         with m.If(mode_embed_op | (epi == isa.Epilogue.WRITE)):
-            m.d.comb += [op_ready.eq(res_ready), res_valid.eq(join_valid), res_y.eq(y[0])]
+            m.d.comb += [op_ready.eq(res_ready), res_valid.eq(join_valid), res_y.eq(y[0]), res_y_b.eq(dq_b.o.payload)]
         with m.Elif(epi == isa.Epilogue.ADD):
-            m.d.comb += [radd.i.valid.eq(join_valid), op_ready.eq(radd.i.ready),
-                         res_valid.eq(radd.o.valid), radd.o.ready.eq(res_ready), res_y.eq(radd.o.payload)]
+            m.d.comb += [radd.i.valid.eq(join_valid), radd_b.i.valid.eq(join_valid), op_ready.eq(radd.i.ready),
+                         res_valid.eq(radd.o.valid), radd.o.ready.eq(res_ready), radd_b.o.ready.eq(res_ready),
+                         res_y.eq(radd.o.payload), res_y_b.eq(radd_b.o.payload)]
         with m.Elif(epi == isa.Epilogue.GLU):
             m.d.comb += [glu.i.valid.eq(join_valid), op_ready.eq(glu.i.ready),
                          res_valid.eq(glu.o.valid), glu.o.ready.eq(res_ready), res_y.eq(glu.o.payload)]
@@ -532,6 +550,11 @@ class Core(wiring.Component):
         m.d.comb += res_abs.eq(Mux(ys < 0, -ys, ys))
         lane_valid_now = Signal()
         m.d.comb += lane_valid_now.eq(Cat(col_r, col_rb) < col_rows if LB else col_rb < col_rows)
+        lane_valid_b = Signal()
+        m.d.comb += lane_valid_b.eq(dual & ((Cat(col_r, col_rb) + 1) < col_rows))
+        res_abs_b = Signal(32)
+        ys_b = res_y_b.as_signed()
+        m.d.comb += res_abs_b.eq(Mux(ys_b < 0, -ys_b, ys_b))
         word_next = Signal(32 * L)
         hword_next = Signal(32 * L)
         m.d.comb += [word_next.eq(col_word), hword_next.eq(col_hword)]
@@ -539,8 +562,11 @@ class Core(wiring.Component):
             for i in range(L):
                 with m.Case(i):
                     m.d.comb += [word_next.word_select(i, 32).eq(res_y), hword_next.word_select(i, 32).eq(res_h)]
+                    if i + 1 < L:
+                        with m.If(dual):
+                            m.d.comb += word_next.word_select(i + 1, 32).eq(res_y_b)
         last_lane = Signal()
-        m.d.comb += last_lane.eq(col_r == L - 1)
+        m.d.comb += last_lane.eq(Mux(dual, col_r == L - 2, col_r == L - 1))
 
         # vmem write port arbitration: collector / zeroing / load
         load_go = Signal()
@@ -549,12 +575,15 @@ class Core(wiring.Component):
         zero_addr = Signal(range(vdepth + 1))
         with m.If(res_valid & res_ready):
             m.d.sync += [col_word.eq(word_next), col_hword.eq(hword_next)]
-            with m.If(lane_valid_now & (res_abs > run_max)):
-                m.d.sync += run_max.eq(res_abs)
+            pair_max = Signal(32)
+            m.d.comb += pair_max.eq(Mux(lane_valid_b & (res_abs_b > res_abs), res_abs_b,
+                                        Mux(lane_valid_now, res_abs, 0)))
+            with m.If(pair_max > run_max):
+                m.d.sync += run_max.eq(pair_max)
             with m.If(last_lane):
                 m.d.sync += col_r.eq(0)
             with m.Else():
-                m.d.sync += col_r.eq(col_r + 1)
+                m.d.sync += col_r.eq(col_r + 1 + dual)
         with m.If(wr_zero):
             m.d.comb += [v_wr.addr.eq(zero_addr), v_wr.data.eq(0), v_wr.en.eq((1 << L) - 1)]
         with m.Elif(res_valid & res_ready & last_lane):
@@ -636,24 +665,28 @@ class Core(wiring.Component):
                              el_m[s].eq(Array(scale_m)[sel_scale[s]]), el_e[s].eq(Array(scale_e)[sel_scale[s]])]
             m.d.comb += [el_aux.eq(Mux(e_buf, auxw[1], auxw[0]).word_select(f_r, 32)),
                          el_lb.eq(Mux(e_buf, lbw[1], lbw[0]).word_select(f_r, 16))]
+            f_r_b = Signal(range(L))
+            m.d.comb += f_r_b.eq(f_r + 1)
+            m.d.comb += [el_acc_b.eq(Mux(e_buf, accbuf[1][0][f_r_b], accbuf[0][0][f_r_b])),
+                         el_aux_b.eq(Mux(e_buf, auxw[1], auxw[0]).word_select(f_r_b, 32))]
         m.d.comb += tk_id.eq(Cat(f_r, f_rb) if LB else f_rb)
         adv = Signal()                   # the feeder's element leaves this cycle
         with m.If(f_run & ~f_mode_embed & e_full):
             with m.If(topk_mode):
                 # padded rows never enter the top-k
-                m.d.comb += [topk.i.valid.eq(tk_id < rows), el_valid.eq(0)]
-                m.d.comb += adv.eq((tk_id >= rows) | topk.i.ready)
+                m.d.comb += [topk.i.valid.eq(tk_id < rows), topk_b.i.valid.eq(tk_id + 1 < rows), el_valid.eq(0)]
+                m.d.comb += adv.eq(((tk_id >= rows) | topk.i.ready) & ((tk_id + 1 >= rows) | topk_b.i.ready))
             with m.Else():
                 m.d.comb += el_valid.eq(scales_ready)
                 m.d.comb += adv.eq(scales_ready & el_ready)
             with m.If(adv):
-                with m.If(f_r == L - 1):
+                with m.If(Mux(dual, f_r == L - 2, f_r == L - 1)):
                     m.d.sync += [f_rb.eq(f_rb + 1), f_r.eq(0)]
                     m.d.comb += clr_buf.eq(Mux(e_buf, 2, 1))
                     with m.If(f_rb + 1 == nrb):
                         m.d.sync += [f_done.eq(1), f_run.eq(0)]
                 with m.Else():
-                    m.d.sync += f_r.eq(f_r + 1)
+                    m.d.sync += f_r.eq(f_r + 1 + dual)
         # the reads of the row block r_rb (issued with f_rd_issue)
         f_rd_v = Signal(24)
         f_rd_c = Signal(32)
@@ -759,7 +792,7 @@ class Core(wiring.Component):
         # from the previous token (``pred``, per LINEAR of the step). When the
         # prediction equals the real block shift the next LINEAR skips its
         # statistics pass; otherwise it runs it: the result is the same.
-        m.submodules.sstats = sstats = StatsPass(1, 3)
+        m.submodules.sstats = sstats = StatsPass(2, 3)
         m.submodules.pred = pred = memory.Memory(shape=7, depth=128, init=[])
         pred_rd, pred_wr = pred.read_port(), pred.write_port()
         lin_cnt = Signal(7)              # LINEARs begun in this step = index of the next one
@@ -830,15 +863,20 @@ class Core(wiring.Component):
         for k in range(4):
             m.d.comb += cur[k].eq(Mux(col_b, svec[1][k], svec[0][k]))
         lane_cu = [Signal(signed(16), name=f"sh_lane{k}") for k in range(4)]
+        lane_cu_b = [Signal(signed(16), name=f"sh_lane_b{k}") for k in range(4)]
+        col_r_b = Signal(range(L))
+        m.d.comb += col_r_b.eq(col_r + 1)
         for k in range(4):
-            m.d.comb += lane_cu[k].eq(cur[k].word_select(col_r, 16))
+            m.d.comb += [lane_cu[k].eq(cur[k].word_select(col_r, 16)), lane_cu_b[k].eq(cur[k].word_select(col_r_b, 16))]
         m.d.comb += [sstats.sb.eq(sh_sb), sstats.unit_cu.eq(n_unit), sstats.o.ready.eq(1),
                      sstats.i.valid.eq(sh_armed & res_valid & res_ready),
                      ssp.b[0].eq(Mux(lane_valid_now, res_y, 0)), ssp.cu[0].eq(lane_cu[0]),
+                     ssp.b[1].eq(Mux(lane_valid_b, res_y_b, 0)), ssp.cu[1].eq(lane_cu_b[0]),
                      ssp.first.eq((col_rb == 0) & (col_r == 0)),
                      ssp.last.eq((col_rb == col_nrb - 1) & last_lane)]
         for q in range(3):
-            m.d.comb += ssp.cv[q][0].eq(Mux(n_unit, lane_cu[q], lane_cu[q + 1]))
+            m.d.comb += [ssp.cv[q][0].eq(Mux(n_unit, lane_cu[q], lane_cu[q + 1])),
+                         ssp.cv[q][1].eq(Mux(n_unit, lane_cu_b[q], lane_cu_b[q + 1]))]
         with m.If(sstats.o.valid):
             m.d.sync += [sh_t.eq(sstats.o.payload.t), sh_ok.eq(1)]
             for q in range(3):
@@ -853,13 +891,21 @@ class Core(wiring.Component):
                          sl_tv.eq(0)]
 
         # ---------------------------------------------------------- result stream (top-k readout)
-        m.d.comb += [self.result.payload.id.eq(topk.o.payload.id), self.result.payload.acc.eq(topk.o.payload.acc),
-                     self.result.payload.present.eq(topk.o.payload.present),
-                     self.result.payload.last.eq(topk.o.payload.last),
+        # the two top-k lists (even and odd rows) merge into one, best first
+        ta, tb = topk.o.payload, topk_b.o.payload
+        a_better = Signal()
+        m.d.comb += a_better.eq(ta.present & (~tb.present | (ta.acc > tb.acc) | ((ta.acc == tb.acc) & (ta.id < tb.id))))
+        m_cnt = Signal(range(K + 1))
+        pick = Mux(a_better, ta.as_value(), tb.as_value())
+        picked = data.View(topk.o.payload.shape(), pick)
+        m.d.comb += [self.result.payload.id.eq(picked.id), self.result.payload.acc.eq(picked.acc),
+                     self.result.payload.present.eq(picked.present),
+                     self.result.payload.last.eq(m_cnt == K - 1),
                      self.result.payload.m.eq(head_m), self.result.payload.e.eq(head_e)]
         topk_clear = Signal()
         topk_flush = Signal()
-        m.d.comb += [topk.clear.eq(topk_clear), topk.flush.eq(topk_flush)]
+        m.d.comb += [topk.clear.eq(topk_clear), topk.flush.eq(topk_flush),
+                     topk_b.clear.eq(topk_clear), topk_b.flush.eq(topk_flush)]
 
         # ---------------------------------------------------------- main sequencer
         m.d.comb += [self.load.ready.eq(0), self.cmd.ready.eq(0)]
@@ -1072,11 +1118,16 @@ class Core(wiring.Component):
                 with m.If(~have_head):
                     m.d.sync += error.eq(1)
                 m.d.comb += topk_flush.eq(1)
+                m.d.sync += m_cnt.eq(0)
                 m.next = "RESULT"
             with m.State("RESULT"):
                 m.d.comb += [count_en.eq(1), count.eq(_CNT["head"])]
-                m.d.comb += [self.result.valid.eq(topk.o.valid), topk.o.ready.eq(self.result.ready)]
-                with m.If(topk.o.valid & self.result.ready & topk.o.payload.last):
+                m.d.comb += [self.result.valid.eq(topk.o.valid & topk_b.o.valid),
+                             topk.o.ready.eq(self.result.ready & topk_b.o.valid & a_better),
+                             topk_b.o.ready.eq(self.result.ready & topk.o.valid & ~a_better)]
+                with m.If(self.result.valid & self.result.ready):
+                    m.d.sync += m_cnt.eq(m_cnt + 1)
+                with m.If(self.result.valid & self.result.ready & (m_cnt == K - 1)):
                     m.d.sync += [busy.eq(0), ctr[_CNT["tokens"]].eq(ctr[_CNT["tokens"]] + 1)]
                     m.next = "IDLE"
         return m
