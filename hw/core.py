@@ -360,12 +360,22 @@ class Core(wiring.Component):
 
         # quant beat
         qp = quant.i.payload
-        m.d.comb += [quant.sb.eq(sb), quant.sh.eq(Array(sh_v)[rd_q]), quant.r.eq(Array(r_v)[rd_q]),
+        # The passes of several quantizers follow each other without a gap: the
+        # pass reads sh in its 4th and R in its 5th cycle after accepting an
+        # element (hw/quantizer.py), so those inputs follow the element's
+        # quantizer through a delay line.
+        tg_q = Signal(2)
+        q_dly = [Signal(2, name=f"q_dly{k}") for k in range(5)]
+        m.d.comb += q_dly[0].eq(tg_q)
+        for k in range(1, 5):
+            m.d.sync += q_dly[k].eq(q_dly[k - 1])
+        wq = Signal(2)                   # quantizer whose codes are being written
+        m.d.comb += [quant.sb.eq(sb), quant.sh.eq(Array(sh_v)[q_dly[3]]), quant.r.eq(Array(r_v)[q_dly[4]]),
                      quant.o.ready.eq(1)]
         for i in range(L):
             m.d.comb += [qp.b[i].eq(b_masked.word_select(i, 32)), qp.cv[i].eq(c_lane(i))]
         q_out_c = Signal(24)
-        m.d.comb += [q_wr.addr.eq(Array([Const(q * qd, range(3 * qd + 1)) for q in range(3)])[rd_q] + q_out_c), q_wr.data.eq(quant.o.payload),
+        m.d.comb += [q_wr.addr.eq(Array([Const(q * qd, range(3 * qd + 1)) for q in range(3)])[wq] + q_out_c), q_wr.data.eq(quant.o.payload),
                      q_wr.en.eq(quant.o.valid)]
         with m.If(quant.o.valid):
             m.d.sync += q_out_c.eq(q_out_c + 1)
@@ -416,7 +426,7 @@ class Core(wiring.Component):
         codes_ok = Signal()
         a_slot = Signal(2)
         m.d.comb += [a_slot.eq(seg_q[a_s]),
-                     codes_ok.eq((a_slot < rd_q) | ((a_slot == rd_q) & (a_cb < q_out_c)))]
+                     codes_ok.eq((a_slot < wq) | ((a_slot == wq) & (a_cb < q_out_c)))]
         m.d.comb += [q_rd_en_mat.eq(~a_valid | tac.a.ready), tac.a.valid.eq(a_valid),
                      tac.a.payload.a.eq(q_rd.data), tac.a.payload.first.eq(a_first),
                      tac.a.payload.last.eq(a_last)]
@@ -1059,7 +1069,7 @@ class Core(wiring.Component):
             with m.State("SCALAR"):
                 m.d.comb += [count_en.eq(1), count.eq(_CNT["stats"])]
                 with m.If(recips_ready):
-                    m.d.sync += [rd_q.eq(0), rd_c.eq(0), q_out_c.eq(0), tg_valid.eq(0),
+                    m.d.sync += [rd_q.eq(0), rd_c.eq(0), q_out_c.eq(0), tg_valid.eq(0), wq.eq(0),
                                  mat_run.eq(1), w_t.eq(0), w_k.eq(0), w_rb.eq(0), a_rb.eq(0), a_cb.eq(0),
                                  a_s.eq(0),
                                  f_run.eq(1), c_rb.eq(0), c_s.eq(0), r_rb.eq(0), beats_ok.eq(0), aux_ok.eq(0),
@@ -1072,18 +1082,21 @@ class Core(wiring.Component):
                 # the feeder waits for the scales, which come after this pass: no port conflict
                 m.d.comb += [feeder_hold.eq(1), sh_decide.eq(~is_head)]
                 issuing = Signal()
-                m.d.comb += issuing.eq(rd_c < nb)
-                m.d.sync += [tg_valid.eq(issuing), tg_c.eq(rd_c), tg_k.eq(0)]
+                m.d.comb += issuing.eq((rd_c < nb) & (rd_q < nq))
+                m.d.sync += [tg_valid.eq(issuing), tg_c.eq(rd_c), tg_k.eq(0), tg_q.eq(rd_q)]
                 with m.If(issuing):
-                    m.d.sync += rd_c.eq(rd_c + 1)
+                    with m.If(rd_c == nb - 1):
+                        m.d.sync += [rd_c.eq(0), rd_q.eq(rd_q + 1)]
+                    with m.Else():
+                        m.d.sync += rd_c.eq(rd_c + 1)
                 m.d.comb += quant.i.valid.eq(tg_valid)
-                # next quantizer once this one's codes are all written
+                # the codes of quantizer wq arrive in order
                 with m.If((q_out_c == nb - 1) & quant.o.valid):
-                    with m.If(rd_q == nq - 1):
+                    with m.If(wq == nq - 1):
                         m.d.sync += q_out_c.eq(nb)
                         m.next = "MATRIX"
                     with m.Else():
-                        m.d.sync += [rd_q.eq(rd_q + 1), rd_c.eq(0), q_out_c.eq(0)]
+                        m.d.sync += [wq.eq(wq + 1), q_out_c.eq(0)]
             with m.State("MATRIX"):
                 m.d.comb += [count_en.eq(1), count.eq(Mux(is_head, _CNT["head"], _CNT["matrix"]))]
                 m.d.comb += sh_decide.eq(~is_head)
