@@ -287,7 +287,9 @@ def _session(dev: Device, args, compiled: Path | None, emit: Callable[[Iterator[
         c = dev.counters().as_dict()
         line = ", ".join(f"{k} {v}" for k, v in c.items())
         tokens = max(c.get("tokens", 0), 1)
-        _log(f"{secs:.2f} s host time; counters: {line}; {c.get('cycles', 0) / tokens:.0f} cycles/token")
+        busy = sum(v for k, v in c.items() if k not in ("cycles", "tokens"))
+        _log(f"{secs:.2f} s host time; counters: {line}; {busy / tokens:.0f} busy cycles per token "
+             f"(the 'cycles' counter also runs while the device waits for the host)")
     return 0
 
 
@@ -306,14 +308,15 @@ def run(args, emit: Callable[[Iterator[int]], None]) -> int:
         from mmfree.compiler.compile import resolve_target
 
         try:
-            from mmfree.sim.harness import Harness
+            from mmfree.sim.harness import Harness, build
         except ImportError as e:
             raise MmfreeError(f"--sim needs the Verilator harness (mmfree.sim.harness): {e}; "
                               "use --port URL with a running harness or board") from None
         compiled = Path(args.compiled) if args.compiled else \
             compile_cached(args.model, resolve_target(args.target or "sim"), log=_log)
-        _log("starting the Verilator harness (the first build takes a few minutes)")
-        with Harness(compiled, log=_log) as h, _device(h.url, args, sim=True) as dev:
+        _log("building the Verilator harness (cached; the first build takes a few minutes)")
+        exe = build(compiled, log=_log)
+        with Harness(binary=exe) as h, _device(h.url, args, sim=True) as dev:
             return _session(dev, args, compiled, emit)
     with _device(args.port, args, sim=False) as dev:
         return _session(dev, args, Path(args.compiled) if args.compiled else None, emit)
