@@ -17,6 +17,7 @@ from .errors import MmfreeError
 #: subcommand -> (module, setup function). The setup function adds arguments
 #: to its subparser and returns the callable that runs the command.
 COMMANDS = {
+    "bench": ("mmfree.host.bench", "cli"),
     "bitstream": ("mmfree.hw.bitstream", "cli"),
     "compile": ("mmfree.compiler.compile", "cli"),
     "eval": ("mmfree.model.evaluate", "cli"),
