@@ -76,7 +76,7 @@ from mmfree.errors import MmfreeError
 
 __all__ = ["MODEL_TARGETS", "CLASSES", "PAPER_BLOCK", "roofline_cycles", "manifest_trits", "per_token",
            "link_bytes", "link_bound_tps", "read_fmax", "block_config", "measure_harness", "host_speeds",
-           "run_bench", "report_markdown", "write_report", "plot_cycles", "write_png", "cli"]
+           "run_bench", "report_markdown", "readme_section", "write_report", "plot_cycles", "write_png", "cli"]
 
 #: Shipped model -> the target it is benchmarked on.
 MODEL_TARGETS = {"ecp5": "ulx3s-85f", "ice40": "icebreaker"}
@@ -597,6 +597,52 @@ def report_markdown(rep: dict, plot_name: str | None = "cycles.png") -> str:
         L += ["", "## Cycles per token by instruction class", "", f"![cycles per token]({plot_name})", "",
               rep.get("plot_note", "")]
     return "\n".join(L).rstrip() + "\n"
+
+
+def readme_section(rep: dict, report_dir: str = "bench") -> str:
+    """The README's "Benchmarks" section from a report dict: the main table, the block, the compile, the plot."""
+    env = rep["environment"]
+    src = env.get("source") or {}
+    L = ["## Benchmarks", "",
+         f"`mmfree bench` ([docs/bench.md](docs/bench.md)) measures cycles per token in the Verilator harness "
+         "of the SoC (GENERATE through the host driver, cycle counters before and after, every step checked "
+         "against the golden machine) and sets them against the roofline `ceil(N_trits / lanes)`; tokens per "
+         "second come from the build report's Fmax and the UART's baud. "
+         f"Run of {env['date'][:10]} on commit `{(src.get('commit') or 'unknown')[:7]}`, "
+         f"{rep['settings']['tokens']} tokens ([{report_dir}/report.md]({report_dir}/report.md), "
+         f"[report.json]({report_dir}/report.json)); rerun `mmfree bench` to update.", "",
+         "| model | target | N_trits | lanes | roofline cycles/token | measured cycles/token | utilization | "
+         "board tok/s (Fmax) | link-bound tok/s | harness / golden / float tok/s here |",
+         "|---|---|---:|---:|---:|---:|---:|---|---:|---|"]
+    for r in rep["models"]:
+        head = f"| {r['model']} | {r['target']} | {r['n_trits']:,} | {r['lanes']} | {r['roofline_cycles']:,} | "
+        if not r["supported"]:
+            why = "; ".join(x.split(" (")[0] for x in r["reasons"])
+            L.append(head + f"not supported: {why} | | | | |")
+            continue
+        fm = r["fmax"]
+        board = (f"{r['projected_tps']:,.0f} ({fm['achieved_mhz']:.1f} MHz)" if fm.get("available")
+                 else f"– ({fm.get('reason', 'no build report')})")
+        hs = r["host"]
+        L.append(head + f"{r['cycles_per_token']:,.0f} | {100 * r['utilization']:.1f} % | {board} | "
+                 f"{_f(r['link'].get('generate_bound_tps'))} | {hs['harness_tps']:.1f} / "
+                 f"{hs['golden_model_tps']:.0f} / {hs['float_tps']:.0f} |")
+    b = rep.get("block")
+    if b:
+        t = (f"{b['ms_at_fmax']:.3f} ms at our Fmax" if b.get("ms_at_fmax")
+             else f"{b['ms_at_paper_clock']:.3f} ms at the paper's {PAPER_BLOCK['clock_mhz']:g} MHz")
+        L += ["", f"One d={b['config']['hidden_size']} block forward (the paper's unit of work; 1 layer, I = "
+              f"{b['config']['intermediate_size']}, random weights, target {b['target']}): "
+              f"{b['block_cycles']:,.0f} cycles against a roofline of {b['roofline_cycles']:,} "
+              f"({100 * b['utilization']:.1f} %), {t}; the paper's core: {PAPER_BLOCK['ms']:g} ms at "
+              f"{PAPER_BLOCK['clock_mhz']:g} MHz ({b['paper']['cycles']:,.0f} cycles, cited), "
+              f"{b['cycle_ratio']:,.0f}x more cycles."]
+    c = rep.get("compile_370m") or {}
+    if c and not c.get("skipped"):
+        L += ["", f"Compiling the 370M-shaped official-format checkpoint: {c['seconds']:.1f} s, peak "
+              f"{c['peak_rss_mb']:,.0f} MB (budget {c['budget_seconds']:g} s, {c['budget_rss_mb'] / 1024:g} GB)."]
+    L += ["", f"![cycles per token by instruction class, against the roofline]({report_dir}/cycles.png)", ""]
+    return "\n".join(L)
 
 
 def _rel(path: str) -> str:

@@ -258,6 +258,16 @@ def test_report_without_fmax_and_quick(tmp_path):
     assert "cycles.png" not in md
 
 
+def test_readme_section():
+    rep = _measured()
+    sec = B.readme_section(rep)
+    assert sec.startswith("## Benchmarks\n")
+    assert "| ecp5 | ulx3s-85f | 1,474,560 | 256 | 5,760 | 8,800 | 65.5 % |" in sec
+    assert f"{rep['models'][0]['projected_tps']:,.0f} (62.5 MHz)" in sec
+    assert "| ice40 | icebreaker | 450,560 | 20 | 22,528 | not supported: core: needs rows == cols == vec_lanes |" in sec
+    assert "(bench/cycles.png)" in sec and "41.5 s" in sec and "2,623,000 cycles" in sec
+
+
 def test_plot_with_matplotlib(tmp_path):
     pytest.importorskip("matplotlib")
     note = B.plot_cycles(_measured(), tmp_path / "c.png", use_matplotlib=True)
