@@ -530,7 +530,8 @@ def report_markdown(rep: dict, plot_name: str | None = "cycles.png") -> str:
           "link-bound tok/s | projected tok/s |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         fm = r.get("fmax", {})
-        fsrc = (f"{fm['achieved_mhz']:.1f} MHz ({fm['clock']}, `{_rel(fm['file'])}`)" if fm.get("available")
+        met = "" if fm.get("met") is None else f", {fm['constraint_mhz']:g} MHz {'met' if fm['met'] else 'not met'}"
+        fsrc = (f"{fm['achieved_mhz']:.1f} MHz ({fm['clock']}{met}, `{_rel(fm['file'])}`)" if fm.get("available")
                 else f"{fm.get('reason', 'none')} (`{_rel(fm['file'])}`)" if fm.get("file") else fm.get("reason", "–"))
         if not r["supported"]:
             L.append(f"| {r['model']} | {r['board']} | {fsrc} | not supported | | | {_f(r.get('baud'))} | | |")

@@ -231,7 +231,7 @@ def test_report_from_a_measured_dict(tmp_path):
     # the table rows carry the measured numbers
     assert "| ecp5 | ulx3s-85f | 256 | 1,474,560 | 5,760 | 8,800 | 65.5 % |" in md
     assert "| ice40 | icebreaker | 20 | 450,560 | 22,528 | not supported: core: needs rows == cols |" in md
-    assert "62.5 MHz (sync, `bitstreams/ulx3s-85f/report.json`)" in md
+    assert "62.5 MHz (sync, 100 MHz not met, `bitstreams/ulx3s-85f/report.json`)" in md
     assert "no build report (`bitstreams/icebreaker/report.json`)" in md
     assert f"{rep['models'][0]['projected_tps']:,.0f}" in md
     assert "| ecp5 | 9.5 | 900.0 | 300.0 | 700.0 |" in md
