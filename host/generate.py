@@ -307,11 +307,8 @@ def run(args, emit: Callable[[Iterator[int]], None]) -> int:
     if args.sim:
         from mmfree.compiler.compile import resolve_target
 
-        try:
-            from mmfree.sim.harness import Harness, build
-        except ImportError as e:
-            raise MmfreeError(f"--sim needs the Verilator harness (mmfree.sim.harness): {e}; "
-                              "use --port URL with a running harness or board") from None
+        from mmfree.sim.harness import Harness, build
+
         compiled = Path(args.compiled) if args.compiled else \
             compile_cached(args.model, resolve_target(args.target or "sim"), log=_log)
         _log("building the Verilator harness (cached; the first build takes a few minutes)")
