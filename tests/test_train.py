@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import mmfree
 from mmfree.config import ModelConfig
 from mmfree.errors import MmfreeError
 from mmfree.model import train as tr
@@ -98,7 +99,11 @@ def test_presets_fit_their_boards():
     assert 1_400_000 <= ecp5.n_trits <= 3 * 2048 * 256  # ulx3s-85f weight memory
     assert ice40.n_trits <= 600_000
     assert ecp5.vocab_size == ice40.vocab_size == 256 and ecp5.use_lower_bound and ice40.use_lower_bound
-    assert math.isclose(ecp5.n_trits, 1_474_560)
+    assert ecp5.n_trits == 1_554_432 and ecp5.num_hidden_layers == 4
+    for name, cfg in (("ecp5", ecp5), ("ice40", ice40)):  # the presets rebuild the shipped shapes
+        shipped = json.loads((Path(mmfree.__file__).parent / "models" / name / "config.json").read_text())
+        assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size) == (
+            shipped["hidden_size"], shipped["num_hidden_layers"], shipped["intermediate_size"]), name
 
 
 def test_canonical_ternary_keeps_codes_and_scale():
