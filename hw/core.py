@@ -460,8 +460,10 @@ class Core(wiring.Component):
 
         f_mode_embed = Signal()
         if L >= 2:
-            m.d.comb += dual.eq(~f_mode_embed & ((epi == isa.Epilogue.WRITE) | (epi == isa.Epilogue.ADD) |
-                                                 (epi == isa.Epilogue.TOPK)))
+            # EMBED with int8 codes: one cmem word holds two codes, both go out together
+            m.d.comb += dual.eq(Mux(f_mode_embed, ~e_code16,
+                                    (epi == isa.Epilogue.WRITE) | (epi == isa.Epilogue.ADD) |
+                                    (epi == isa.Epilogue.TOPK)))
         f_run = Signal()
         f_rb = Signal(24)                # row block (LINEAR) / element index (EMBED)
         f_s = Signal(2)
@@ -472,6 +474,7 @@ class Core(wiring.Component):
         lbw = [Signal(16 * L, name=f"lbw{b}") for b in range(2)]
         f_done = Signal()
         emb_code = Signal(signed(16))
+        emb_code_b = Signal(signed(8))
         emb_m = Signal(16)
         emb_e = Signal(signed(16))
 
@@ -668,7 +671,7 @@ class Core(wiring.Component):
         for s in range(3):
             m.d.comb += sel_scale[s].eq(seg_q[s])
         with m.If(f_mode_embed):
-            m.d.comb += [el_acc[0].eq(emb_code), el_m[0].eq(emb_m), el_e[0].eq(emb_e)]
+            m.d.comb += [el_acc[0].eq(emb_code), el_m[0].eq(emb_m), el_e[0].eq(emb_e), el_acc_b.eq(emb_code_b)]
         with m.Else():
             for s in range(3):
                 m.d.comb += [el_acc[s].eq(Mux(e_buf, accbuf[1][s][f_r], accbuf[0][s][f_r])),
@@ -732,12 +735,13 @@ class Core(wiring.Component):
             with m.If(e_adv):
                 with m.If(e_tag):
                     m.d.sync += [e_hold.eq(1),
+                                 emb_code_b.eq(e_sel_word[8:16].as_signed()),
                                  emb_code.eq(Mux(e_code16, e_sel_word.as_signed(),
                                                  Mux(e_tj[0], e_sel_word[8:16].as_signed(),
                                                      e_sel_word[0:8].as_signed())))]
                 m.d.sync += e_tag.eq(e_j < e_end)
                 with m.If(e_j < e_end):
-                    m.d.sync += [e_tj.eq(e_j), e_tword.eq(e_word), e_j.eq(e_j + 1)]
+                    m.d.sync += [e_tj.eq(e_j), e_tword.eq(e_word), e_j.eq(e_j + 1 + dual)]
             with m.If((e_j == e_end) & ~e_tag & (~e_hold | el_ready)):
                 m.d.sync += [f_run.eq(0), f_done.eq(1)]
 

@@ -6,7 +6,7 @@ reciprocals are computed, and so on):
 
 | unit | computes (numpy form) | cycles, request to response |
 |---|---|---|
-| :class:`QuantRecip` | ``M -> (R, M16, sh)`` as :func:`mmfree.numerics.quantize_a8` | 10 |
+| :class:`QuantRecip` | ``M -> (R, M16, sh)`` as :func:`mmfree.numerics.quantize_a8` | 8 |
 | :class:`SumSqSqrt` | ``t -> (sqrt_t, et)``, :func:`mmfree.numerics.sumsq_sqrt` | ``|et|/2 + 18`` (at most 33) |
 | :class:`OutputScale` | ``-> (m_S, e_S)``, :func:`mmfree.numerics.output_scale` | ``bitlen(Qr*m_k) + 3`` (34..36 for a normalized ``m_k``) |
 
@@ -19,7 +19,7 @@ response is then computed one step per cycle and held on ``resp``
 again. One operation is in flight at a time.
 No unit has a combinational divider or square root. ``QuantRecip``, on the
 core's critical path once per LINEAR, normalizes with a priority encoder and
-a barrel shifter and divides two bits per cycle; the others normalize with
+a barrel shifter and divides three bits per cycle; the others normalize with
 one-bit (two-bit for ``et``) shift loops, divide one bit per cycle and take
 the square root digit by digit. The only multiplier is
 ``OutputScale``'s 17 x 16 ``Qr * m_k`` (one DSP). On an ECP5 (yosys, nextpnr
@@ -65,12 +65,12 @@ class QuantRecip(wiring.Component):
     * ``req``: stream of ``unsigned(31)`` (``M = max|v|``). ``resp``: stream of
       ``RECIP_RESP = {r: unsigned(15), m16: unsigned(16), sh: signed(5)}``.
     * Request/response handshake as described in :mod:`mmfree.hw.scalar`;
-      :data:`RECIP_CYCLES` (10) cycles from accepting the request to
+      :data:`RECIP_CYCLES` (8) cycles from accepting the request to
       ``resp.valid``, 1 for ``M = 0``. The reciprocal sits on the core's
       critical path once per LINEAR, hence the unrolled division.
     * Datapath: a priority encoder and a 31-bit barrel shifter normalize in
-      one cycle; then a restoring division of two quotient bits per cycle
-      (two chained 18-bit subtractors), 16 bits in 8 cycles. No multipliers.
+      one cycle; then a restoring division of three quotient bits per cycle
+      (three chained 18-bit subtractors), 18 bits in 6 cycles. No multipliers.
     """
 
     def __init__(self):
@@ -81,9 +81,9 @@ class QuantRecip(wiring.Component):
         x = Signal(M_BITS)
         rem = Signal(18)
         den = Signal(17)
-        nbits = Signal(16)
-        quo = Signal(16)
-        count = Signal(range(9))
+        nbits = Signal(18)
+        quo = Signal(18)
+        count = Signal(range(7))
         out = self.resp.payload
         # normalization: sh = bitlen(x) - 16, M16 = x >> sh (x << -sh)
         blen = Signal(range(M_BITS + 1))
@@ -108,9 +108,9 @@ class QuantRecip(wiring.Component):
                     with m.Else():
                         m.next = "NORM"
             with m.State("NORM"):
-                # N = (127 << 24) + M16 < 2^31, D = 2 M16 >= 2^16: N >> 16 < D, so 16 quotient bits
-                # (the first one 0) are the 15 of R
-                m.d.sync += [rem.eq(num >> 16), nbits.eq(num[:16]), den.eq(m16_c << 1), count.eq(8), quo.eq(0),
+                # N = (127 << 24) + M16 < 2^31, D = 2 M16 >= 2^16: N >> 18 < D, so 18 quotient bits
+                # (the first three 0) are the 15 of R
+                m.d.sync += [rem.eq(num >> 18), nbits.eq(num[:18]), den.eq(m16_c << 1), count.eq(6), quo.eq(0),
                              out.m16.eq(m16_c), out.sh.eq(sh_c)]
                 m.next = "DIV"
             with m.State("DIV"):
@@ -119,10 +119,13 @@ class QuantRecip(wiring.Component):
                 s1 = Mux(ge1, r2 - den, r2)[:18]
                 r3 = Cat(nbits[-2], s1)
                 ge2 = r3 >= den
-                s2 = Mux(ge2, r3 - den, r3)
-                m.d.sync += [rem.eq(s2), nbits.eq(nbits << 2), quo.eq(Cat(ge2, ge1, quo)), count.eq(count - 1)]
+                s2 = Mux(ge2, r3 - den, r3)[:18]
+                r4 = Cat(nbits[-3], s2)
+                ge3 = r4 >= den
+                s3 = Mux(ge3, r4 - den, r4)
+                m.d.sync += [rem.eq(s3), nbits.eq(nbits << 3), quo.eq(Cat(ge3, ge2, ge1, quo)), count.eq(count - 1)]
                 with m.If(count == 1):
-                    m.d.sync += out.r.eq(Cat(ge2, ge1, quo))
+                    m.d.sync += out.r.eq(Cat(ge3, ge2, ge1, quo))
                     m.next = "DONE"
             with m.State("DONE"):
                 m.d.comb += self.resp.valid.eq(1)
@@ -132,7 +135,7 @@ class QuantRecip(wiring.Component):
 
 
 #: Cycles of :class:`QuantRecip` from an accepted non-zero request to ``resp.valid``.
-RECIP_CYCLES = 10
+RECIP_CYCLES = 8
 
 
 class SumSqSqrt(wiring.Component):

@@ -39,7 +39,7 @@ def bitlen(x: int) -> int:
 
 
 def recip_cycles(m: int) -> int:
-    return 10 if m else 1
+    return 8 if m else 1
 
 
 def sqrt_cycles(t: int) -> int:
