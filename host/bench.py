@@ -531,6 +531,8 @@ def report_markdown(rep: dict, plot_name: str | None = "cycles.png") -> str:
     for r in rows:
         fm = r.get("fmax", {})
         met = "" if fm.get("met") is None else f", {fm['constraint_mhz']:g} MHz {'met' if fm['met'] else 'not met'}"
+        built = (fm.get("source") or {}).get("commit")
+        met += f", built from `{built[:7]}`" if built else ""
         fsrc = (f"{fm['achieved_mhz']:.1f} MHz ({fm['clock']}{met}, `{_rel(fm['file'])}`)" if fm.get("available")
                 else f"{fm.get('reason', 'none')} (`{_rel(fm['file'])}`)" if fm.get("file") else fm.get("reason", "–"))
         if not r["supported"]:
