@@ -645,7 +645,10 @@ def readme_section(rep: dict, report_dir: str = "bench") -> str:
         L += ["", f"Compiling the 370M-shaped official-format checkpoint: {c['seconds']:.1f} s, peak "
               f"{c['peak_rss_mb']:,.0f} MB (budget {c['budget_seconds']:g} s, {c['budget_rss_mb'] / 1024:g} GB)."]
     L += ["", f"![cycles per token by instruction class, against the roofline]({report_dir}/cycles.png)", ""]
-    return "\n".join(L)
+    import textwrap
+
+    return "\n".join(ln if ln.startswith(("|", "!", "#")) or not ln else
+                     textwrap.fill(ln, 76, break_long_words=False, break_on_hyphens=False) for ln in L)
 
 
 def _rel(path: str) -> str:
