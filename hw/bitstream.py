@@ -86,7 +86,7 @@ DEVICES = {
                          bram_shapes=((2048, 2), (1024, 4), (512, 8), (256, 16))),
 }
 
-#: Memories small enough for distributed (LUT) RAM are left out of the block-RAM estimate.
+#: ECP5 memories small enough for distributed (LUT) RAM are left out of the block-RAM estimate.
 LUTRAM_MAX_DEPTH = 32
 
 #: The core's memories whose words are ``vec_lanes`` independently written lanes (bits per lane).
@@ -156,8 +156,11 @@ def board_target(board: str, lanes=None, clock_hz: int | None = None, base: Targ
 # ------------------------------------------------------------------ estimates
 
 def _bram_count(width: int, depth: int, dev: Device, lane_bits: int | None = None) -> int:
-    """Block RAMs for one ``depth`` x ``width`` simple dual-port memory (lanes written separately)."""
-    if depth <= LUTRAM_MAX_DEPTH:
+    """Block RAMs for one ``depth`` x ``width`` simple dual-port memory (lanes written separately).
+
+    ECP5 puts small memories in distributed RAM; the iCE40 has none, so every
+    memory, even a 15-deep FIFO, takes block RAM there."""
+    if depth <= LUTRAM_MAX_DEPTH and dev.family == "ecp5":
         return 0
     lane = lane_bits or width
     nlanes = -(-width // lane)
@@ -476,7 +479,7 @@ def _compiled_model(model: str, target: Target, out: Path, log) -> Path:
 
 
 def build(board: str, out=None, *, lanes=None, clock_hz: int | None = None, model: str | None = None,
-          synth_only: bool = False, seed: int = 1, nextpnr_opts=(), log=print) -> dict:
+          baud: int | None = None, synth_only: bool = False, seed: int = 1, nextpnr_opts=(), log=print) -> dict:
     """Build ``board``'s bitstream into ``out``; returns the report (also written as JSON and Markdown).
 
     Raises :class:`CapacityError` before synthesis when the block-RAM or LUT
@@ -509,7 +512,10 @@ def build(board: str, out=None, *, lanes=None, clock_hz: int | None = None, mode
     # elaborate through the platform (pins, clock constraint), then estimate from the RTLIL
     t0 = time.perf_counter()
     plat = board_platform(board)
-    top = BoardTop(board, target=target, core_factory=lambda t: PatchableCore(t))
+    try:
+        top = BoardTop(board, target=target, core_factory=lambda t: PatchableCore(t), baud=baud)
+    except ValueError as e:                 # e.g. no UART divisor for this clock and baud rate
+        raise MmfreeError(f"{board} at {target.clock_hz / 1e6:g} MHz: {e}") from None
     name = "top"
     opts = {"script_after_read": SCRIPT_AFTER_READ,
             "script_after_synth": "tee -q -o synth_stat.json stat -json"}
@@ -545,7 +551,7 @@ def build(board: str, out=None, *, lanes=None, clock_hz: int | None = None, mode
         "lanes": target.lanes,
         "weight_capacity_trits": target.memory("wmem").depth * target.lanes,
         "pll": pll,
-        "uart": {"baud": BOARDS[board]["baud"], "pins": [q for q in pins if "uart" in q["port"]]},
+        "uart": {"baud": top.baud, "divisor": top.divisor, "pins": [q for q in pins if "uart" in q["port"]]},
         "max_payload": top.max_payload,
         "pins": pins,
         "estimate": est,
@@ -806,6 +812,8 @@ def cli(parser):
                         help="compiled directory or checkpoint / shipped model name: checked for capacity before "
                              "anything is built, and patched into BOARD-MODEL.bit after the build")
     parser.add_argument("--clock-mhz", type=float, default=None, help="core clock (PLL output); default the target's")
+    parser.add_argument("--baud", type=int, default=None,
+                        help="UART baud rate (default 3000000; a slow --clock-mhz may need less, e.g. 1000000)")
     parser.add_argument("--synth-only", action="store_true",
                         help="stop after synthesis and report utilization (also when it does not fit)")
     parser.add_argument("--patch", action="store_true",
@@ -826,8 +834,8 @@ def cli(parser):
             print(patch(out, compiled, board=args.board, target=target))
             return 0
         clock = None if args.clock_mhz is None else int(round(args.clock_mhz * 1e6))
-        r = build(args.board, out, lanes=args.lanes, clock_hz=clock, model=args.model, synth_only=args.synth_only,
-                  seed=args.seed)
+        r = build(args.board, out, lanes=args.lanes, clock_hz=clock, model=args.model, baud=args.baud,
+                  synth_only=args.synth_only, seed=args.seed)
         print(f"{out}: {r['status']}")
         for clk, v in r.get("fmax", {}).items():
             print(f"  Fmax {clk}: {v['achieved_mhz']} MHz (constraint {v['constraint_mhz']} MHz)")
