@@ -587,6 +587,7 @@ def build(board: str, out=None, *, lanes=None, clock_hz: int | None = None, mode
                             f" (report in {out / 'report.json'})")
     if synth_only:
         return finish("synthesized")
+    finish("synthesized; place and route running")     # a report even if nextpnr is stopped
 
     # place and route
     pnr_report = bdir / "nextpnr-report.json"
@@ -762,6 +763,8 @@ def report_markdown(r: dict) -> str:
              f"- link max_payload: {r['max_payload']} bytes"]
     if r.get("model"):
         lines.append(f"- model: {r['model']}")
+    if r.get("note"):
+        lines += ["", r["note"]]
     if r.get("fmax"):
         lines += ["", "## Fmax (nextpnr)", "", "| clock | achieved MHz | constraint MHz | met |", "|---|---|---|---|"]
         for clk, v in r["fmax"].items():
