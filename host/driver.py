@@ -54,7 +54,9 @@ from mmfree.packing import word_bytes
 __all__ = ["Device", "DeviceError", "LinkTimeout", "CompiledImages", "read_compiled", "check_fits",
            "model_hash", "IMAGE_MEMORIES", "DEFAULT_BAUDRATE"]
 
-DEFAULT_BAUDRATE = 115200
+#: The boards' UART rate (``mmfree.hw.soc.BOARDS``: BoardTop runs its UART at 3 Mbaud, 8N1);
+#: ignored by ``socket://`` URLs.
+DEFAULT_BAUDRATE = 3_000_000
 #: Memories loaded from a compiled directory, in load order (vmem has no image: it starts zeroed).
 IMAGE_MEMORIES = ("wmem", "cmem", "pmem")
 _MEM_IDS = {"wmem": P.MemoryId.WMEM, "cmem": P.MemoryId.CMEM, "vmem": P.MemoryId.VMEM, "pmem": P.MemoryId.PMEM}

@@ -46,7 +46,7 @@ def as_json(info: P.Info, counters: P.Counters | None = None) -> dict:
 def cli(parser):
     parser.add_argument("--port", metavar="URL", required=True,
                         help="pyserial URL: /dev/ttyUSB0 (board), socket://127.0.0.1:PORT (harness)")
-    parser.add_argument("--baud", type=int, default=DEFAULT_BAUDRATE, help="UART baud rate (default 115200)")
+    parser.add_argument("--baud", type=int, default=DEFAULT_BAUDRATE, help=f"UART baud rate (default {DEFAULT_BAUDRATE}, the boards' rate)")
     parser.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for each reply (default 1)")
     parser.add_argument("--counters", action="store_true", help="also read the cycle counters")
     parser.add_argument("--json", action="store_true", help="print one JSON object")

@@ -544,3 +544,9 @@ def test_cli_info_port(model, device):
     assert res.returncode == 0, res.stderr
     d = json.loads(res.stdout)
     assert d["rows"] == 16 and d["model_set"] and "cycles" in d["counters"]
+
+
+def test_default_baudrate_is_the_boards():
+    """A plain ``mmfree generate --port /dev/ttyUSB0`` must talk at the rate BoardTop's UART runs."""
+    from mmfree.hw.soc import BOARDS
+    assert {spec["baud"] for spec in BOARDS.values()} == {drv.DEFAULT_BAUDRATE}
