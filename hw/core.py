@@ -55,7 +55,7 @@ from mmfree.targets import Target
 from .coreif import COUNTER_BITS, CoreSignature
 from .elementwise import GLUCell, MLGRUCell, ResidualAdd, Dequant
 from .quantizer import QuantPass, StatsPass
-from .scalar import OutputScale, QuantRecip, SumSqSqrt
+from .scalar import OutputScale, QuantRecip, SumSqSqrt, bitlen
 from .tac import DecodingTAC
 from .topk import TopK
 
@@ -70,12 +70,8 @@ def _log2(n: int) -> int:
 
 
 def _bitlen32(m: Module, v, name: str) -> Signal:
-    """``bitlen`` of an unsigned 32-bit value (0 for 0), combinational priority encoder."""
-    out = Signal(range(33), name=name)
-    for i in range(32):
-        with m.If(v[i]):
-            m.d.comb += out.eq(i + 1)
-    return out
+    """``bitlen`` of an unsigned 32-bit value (0 for 0), combinational, logarithmic depth."""
+    return bitlen(m, v, name)
 
 
 class Core(wiring.Component):
@@ -388,11 +384,22 @@ class Core(wiring.Component):
             x = b_masked.word_select(i, 32).as_signed()
             m.d.comb += a.eq(Mux(x < 0, -x, x))
             lane_abs.append(a)
-        beat_max = lane_abs[0]
-        for i in range(1, L):
-            nxt = Signal(32, name=f"pre_max{i}")
-            m.d.comb += nxt.eq(Mux(lane_abs[i] > beat_max, lane_abs[i], beat_max))
-            beat_max = nxt
+        # maximum over the lanes as a balanced tree (log2(L) compare-and-select levels)
+        level, lvl = lane_abs, 0
+        while len(level) > 1:
+            nxt_level = []
+            for i in range(0, len(level), 2):
+                nxt = Signal(32, name=f"pre_max_l{lvl}_{i // 2}")
+                m.d.comb += nxt.eq(Mux(level[i + 1] > level[i], level[i + 1], level[i]))
+                nxt_level.append(nxt)
+            level, lvl = nxt_level, lvl + 1
+        # registered: the beat's maximum meets pre_max one cycle later (MAXP folds in the last one on its
+        # way out, so the pass takes as many cycles as before)
+        beat_max = Signal(32)
+        beat_max_v = Signal()
+        m.d.sync += [beat_max.eq(level[0]), beat_max_v.eq(0)]
+        beat_new = Signal()
+        m.d.comb += beat_new.eq(beat_max_v & (beat_max > pre_max))
 
         # ---------------------------------------------------------- tile streams into the TAC
         mat_run = Signal()
@@ -1036,11 +1043,12 @@ class Core(wiring.Component):
                 m.d.sync += [tg_valid.eq(rd_c < nb), tg_c.eq(rd_c), tg_k.eq(0)]
                 with m.If(rd_c < nb):
                     m.d.sync += rd_c.eq(rd_c + 1)
-                with m.If(tg_valid):
-                    with m.If(beat_max > pre_max):
-                        m.d.sync += pre_max.eq(beat_max)
+                m.d.sync += beat_max_v.eq(tg_valid)
+                with m.If(beat_new):
+                    m.d.sync += pre_max.eq(beat_max)
                 with m.If((rd_c == nb) & ~tg_valid):
-                    m.d.sync += [trk_max.eq(pre_max), rd_c.eq(0), rd_k.eq(0), tg_valid.eq(0)]
+                    m.d.sync += [trk_max.eq(Mux(beat_new, beat_max, pre_max)), rd_c.eq(0), rd_k.eq(0),
+                                 tg_valid.eq(0)]
                     m.next = "MAXP_SB"
             with m.State("MAXP_SB"):
                 m.d.comb += [count_en.eq(1), count.eq(_CNT["stats"])]

@@ -7,9 +7,9 @@ an element leaves every cycle, ``LATENCY`` cycles after it entered.
 
 | block | computes | latency | multipliers (product width) | ECP5 (yosys, OOC nextpnr) |
 |---|---|---|---|---|
-| :class:`Dequant` | ``sat32(rshr(acc * m, -e))`` | 7 | 24 x 16 (40) | 2 DSP, ~140 MHz |
-| :class:`MLGRUCell` | :func:`mmfree.model.golden.mlgru` | 27 | 3 x 10 x 11, 17 x 17, 4 x 32 x 17 (49), 32 x 32 (63) | 3 BRAM, 16 DSP, ~135 MHz |
-| :class:`GLUCell` | :func:`mmfree.model.golden.glu` | 14 | 10 x 11, 32 x 17 (49), 32 x 32 (63) | 1 BRAM, 7 DSP, ~135 MHz |
+| :class:`Dequant` | ``sat32(rshr(acc * m, -e))`` | 7 | 24 x 16 (40): 17 x 16 in a DSP, 7 x 16 in LUTs | 1 DSP, ~140 MHz |
+| :class:`MLGRUCell` | :func:`mmfree.model.golden.mlgru` | 27 | 3 x 10 x 11 (LUTs), 17 x 17, 4 x 32 x 17 (49), 32 x 32 (63) | 3 BRAM, 13 DSP, ~135 MHz |
+| :class:`GLUCell` | :func:`mmfree.model.golden.glu` | 14 | 10 x 11 (LUTs), 32 x 17 (49), 32 x 32 (63) | 1 BRAM, 6 DSP, ~135 MHz |
 | :class:`ResidualAdd` | ``sat32(a + b)`` | 1 | none | 33 FF |
 
 (DSP = MULT18X18D, BRAM = DP16KD; every multiplier wider than 18 x 18 is
@@ -31,7 +31,8 @@ from amaranth.lib.wiring import In, Out
 
 from mmfree import numerics as nx
 
-from .sigmoid import P16, V32, Pipe, SigmoidCore, SiLUCore, rshr_const, sat, stream_pipeline
+from .sigmoid import (P16, V32, Pipe, SigmoidCore, SiLUCore, rshr_const, sat, shift_add_groups, stream_pipeline,
+                      tree_sum)
 
 __all__ = ["Dequant", "MLGRUCell", "GLUCell", "ResidualAdd"]
 
@@ -57,8 +58,9 @@ class Dequant(wiring.Component):
       as every block of this module.
     * Stages: 1 operands and the clamped shift count ``s = -e`` (clamped to
       [-32, acc_bits + 16], where the result no longer changes);
-      2-3 ``acc * m`` (acc_bits x 16 -> acc_bits + 16 bits: two 18 x 18
-      multipliers and a registered adder for 24 bits); 4-5 two-level barrel
+      2-3 ``acc * m`` (acc_bits x 16 -> acc_bits + 16 bits; for 24 bits the
+      low 17 x 16 in one 18 x 18 multiplier, the high 7 x 16 as two
+      shift-and-add partial sums in LUTs, and a registered adder); 4-5 two-level barrel
       shift ``w = (v << 33) >> (s + 32)`` (coarse by 8, then fine), which is
       ``v >> (s - 1)`` for ``s >= 1`` and ``v << (1 - s)`` otherwise;
       6 ``(w + 1) >> 1``; 7 saturation to 32 bits.
@@ -86,8 +88,17 @@ class Dequant(wiring.Component):
         acc1 = p.reg(pl.acc, name="dq_acc")
         m1 = p.reg(pl.m, name="dq_m")
         amt1 = p.reg(sc + 32, shape=range(0, s_hi + 33), name="dq_amt")       # 0 .. acc_bits + 48
-        v, stages = p.mul(acc1, m1, name="dq_v")
-        v = p.delay(v, 2 - stages, "dq_v_pad")          # same latency for every acc_bits
+        if 17 < self.acc_bits <= 25:
+            # acc's low 17 bits x m in a block multiplier, its high (<= 8) bits x m in LUTs: two
+            # registered partial sums (one 18 x 18 multiplier instead of two), added in the next stage
+            lo = p.reg(acc1[:17] * m1, name="dq_v_lo")
+            hw = signed(self.acc_bits - 17 + nx.MANT_BITS + 1)
+            hi = [p.reg(g, shape=hw, name=f"dq_v_hi{k}")
+                  for k, g in enumerate(shift_add_groups(m1, acc1[17:].as_signed(), 2))]
+            v = p.reg(lo + (tree_sum(hi) << 17), shape=signed(self.acc_bits + nx.MANT_BITS + 2), name="dq_v_sum")
+        else:
+            v, stages = p.mul(acc1, m1, name="dq_v")
+            v = p.delay(v, 2 - stages, "dq_v_pad")          # same latency for every acc_bits
         amt = p.delay(amt1, 2, "dq_amt")
         wide = signed(self.acc_bits + nx.MANT_BITS + 33)
         w_c = p.reg((v << 33) >> Cat(Const(0, 3), amt[3:]), shape=wide, name="dq_w_coarse")
@@ -127,9 +138,9 @@ class MLGRUCell(wiring.Component):
       rounded 12, ``h`` 13; silu(h) 14..22; ``g * silu(h)`` 23..25 (three
       stages), rounded 26, saturated ``bo`` 27.
     * Resources: three sigmoid tables (each a 1024 x 17 ROM with two read
-      ports: one dual-port block RAM), multipliers: 3 x (10 x 11), 17 x 17
+      ports: one dual-port block RAM), multipliers: 3 x (10 x 11, in LUTs), 17 x 17
       (34-bit), 4 x (32 x 17) (49-bit: two in the SiLUs, two for ``i``/``h``),
-      1 x (32 x 32) (63-bit); on an ECP5 3 DP16KD, 16 MULT18X18D and about
+      1 x (32 x 32) (63-bit); on an ECP5 3 DP16KD, 13 MULT18X18D and about
       3.3 k flip-flops, most of them delay lines (``g`` waits 22 stages for
       silu(h)).
     """
@@ -197,7 +208,7 @@ class GLUCell(wiring.Component):
     * Latency ``LATENCY`` = 14 (SiLU 9, the 32 x 32 product in three stages,
       rounding, saturation), throughput one element per cycle.
     * Resources: one sigmoid table (one dual-port block RAM), multipliers
-      10 x 11, 32 x 17 (49-bit), 32 x 32 (63-bit): 7 MULT18X18D on an ECP5.
+      10 x 11 (in LUTs), 32 x 17 (49-bit), 32 x 32 (63-bit): 6 MULT18X18D on an ECP5.
     """
 
     LATENCY = SiLUCore.LATENCY + 5

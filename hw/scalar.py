@@ -29,13 +29,13 @@ out of context) the three take about 140, 120 and 160 flip-flops and
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from mmfree import numerics as nx
 
-__all__ = ["QuantRecip", "SumSqSqrt", "OutputScale",
+__all__ = ["QuantRecip", "SumSqSqrt", "OutputScale", "bitlen",
            "RECIP_RESP", "SQRT_RESP", "SCALE_REQ", "SCALE_RESP", "SH_SHAPE", "ET_SHAPE", "E_SHAPE"]
 
 M_BITS = 31                 #: ``M = max|bs * cv|`` < 2^30 in practice; any 31-bit value is handled
@@ -44,6 +44,38 @@ SH_SHAPE = signed(5)        #: quantizer shift ``sh = bitlen(M) - 16`` in [-15, 
 ET_SHAPE = signed(6)        #: ``et`` in [-30, 16], even
 E_SHAPE = signed(18)        #: output-scale exponent; exact for every int16 ``k_e``
 R_BITS = 15                 #: ``R = round(127 * 2^23 / M16)`` in [16256, 32512]
+
+
+
+def bitlen(m: Module, v, name: str = "bitlen") -> Signal:
+    """``bitlen`` of an unsigned value (0 for 0), combinational, logarithmic depth.
+
+    A binary search for the highest set bit: each level asks whether the
+    upper half of what is left is non-zero and keeps that half or the lower
+    one, so a 32-bit value takes 5 levels of (OR reduce, 2:1 mux) instead of
+    a 32-step priority chain.
+    """
+    v = Value.cast(v)
+    n = len(v)
+    width = 1
+    while width < n:
+        width *= 2
+    out = Signal(range(n + 1), name=name)
+    cur = Signal(width, name=f"{name}_in")
+    m.d.comb += cur.eq(v)
+    pos = []
+    half = width // 2
+    while half >= 1:
+        hi_any = Signal(name=f"{name}_b{half}")
+        m.d.comb += hi_any.eq(cur[half:2 * half].any())
+        nxt = Signal(half, name=f"{name}_h{half}")
+        m.d.comb += nxt.eq(Mux(hi_any, cur[half:2 * half], cur[:half]))
+        pos.append(hi_any)
+        cur = nxt
+        half //= 2
+    m.d.comb += out.eq(Mux(cur[0], Cat(*reversed(pos)) + 1, 0) if pos else cur[0])
+    return out
+
 
 RECIP_RESP = data.StructLayout({"r": unsigned(R_BITS), "m16": unsigned(16), "sh": SH_SHAPE})
 SQRT_RESP = data.StructLayout({"sqrt": unsigned(16), "et": ET_SHAPE})
@@ -68,7 +100,7 @@ class QuantRecip(wiring.Component):
       :data:`RECIP_CYCLES` (8) cycles from accepting the request to
       ``resp.valid``, 1 for ``M = 0``. The reciprocal sits on the core's
       critical path once per LINEAR, hence the unrolled division.
-    * Datapath: a priority encoder and a 31-bit barrel shifter normalize in
+    * Datapath: a priority encoder (:func:`bitlen`, 5 levels) and a 31-bit barrel shifter normalize in
       one cycle; then a restoring division of three quotient bits per cycle
       (three chained 18-bit subtractors), 18 bits in 6 cycles. No multipliers.
     """
@@ -86,10 +118,7 @@ class QuantRecip(wiring.Component):
         count = Signal(range(7))
         out = self.resp.payload
         # normalization: sh = bitlen(x) - 16, M16 = x >> sh (x << -sh)
-        blen = Signal(range(M_BITS + 1))
-        for i in range(M_BITS):
-            with m.If(x[i]):
-                m.d.comb += blen.eq(i + 1)
+        blen = bitlen(m, x, "blen")
         sh_c = Signal(SH_SHAPE)
         m.d.comb += sh_c.eq(blen - 16)
         m16_c = Signal(16)

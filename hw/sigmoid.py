@@ -21,7 +21,8 @@ from amaranth.lib.wiring import In, Out
 
 from mmfree import numerics as nx
 
-__all__ = ["Sigmoid", "SiLU", "SigmoidCore", "SiLUCore", "stream_pipeline", "Pipe", "sat", "rshr_const"]
+__all__ = ["Sigmoid", "SiLU", "SigmoidCore", "SiLUCore", "stream_pipeline", "Pipe", "sat", "rshr_const", "tree_sum",
+           "shift_add_groups"]
 
 V32 = signed(32)
 P16 = unsigned(17)      #: P16 values span 0..65536 inclusive, so 17 bits
@@ -56,6 +57,40 @@ def sat(value, bits: int = 32):
 def rshr_const(value, s: int):
     """``rshr(value, s)`` for a constant ``s >= 1``: ``(value + 2^(s-1)) >> s`` (arithmetic)."""
     return (value + (1 << (s - 1))) >> s
+
+
+def tree_sum(terms):
+    """Sum of ``terms`` as a balanced adder tree (``ceil(log2(n))`` adders deep, not ``n - 1``)."""
+    terms = [Value.cast(t) for t in terms]
+    if not terms:
+        return Const(0, 1)
+    while len(terms) > 1:
+        terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
+    return terms[0]
+
+
+def shift_add_groups(a, b, groups: int = 2, extra: int = 0):
+    """``a * b + extra`` for a narrow ``b``, in LUTs: ``groups`` partial sums whose total is the product.
+
+    One partial product per bit of ``b`` (``b``'s sign bit, if signed, counts
+    negative), split into ``groups`` runs of bits, each summed by a balanced
+    tree; ``extra`` (a constant) joins the first group. For products too
+    small to be worth an 18 x 18 block multiplier: the caller registers the
+    groups and adds them in its next stage.
+    """
+    a, b = Value.cast(a), Value.cast(b)
+    n = len(b)
+    terms = []
+    for i in range(n):
+        t = a << i
+        if b.shape().signed and i == n - 1:
+            t = -t
+        terms.append(Mux(b[i], t, 0))
+    per = -(-n // groups)
+    out = [terms[g * per:(g + 1) * per] for g in range(groups)]
+    if extra:
+        out[0] = out[0] + [Const(extra)]
+    return [tree_sum(g) for g in out if g]
 
 
 class Pipe:
@@ -204,12 +239,16 @@ class SigmoidCore(Elaboratable):
         d = p.reg(Mux(last, _TABLE[-1], t1) - t0, shape=range(min(_DELTAS), max(_DELTAS) + 1), name="sig_d")
         t0 = p.reg(t0, name="sig_t0_4")
         frac = p.reg(frac, name="sig_frac4")
-        # stage 5: interpolation product (delta x 11-bit fraction)
+        # stage 5: interpolation product (10-bit delta x 11-bit fraction) plus the rounding constant, in
+        # LUTs (no block multiplier for so small a product): two registered partial sums
         t0 = p.reg(t0, name="sig_t0_5")
-        prod, n = p.mul(d, frac, name="sig_prod")
-        assert n == 1
-        # stage 6: rounding shift and sum
-        m.d.comb += self.y.eq(p.reg(t0 + rshr_const(prod, nx.SIG_FRAC_BITS), shape=P16, name="sig_y"))
+        pw = unsigned(len(d) + len(frac) + 1)
+        parts = [p.reg(g, shape=pw, name=f"sig_prod{k}")
+                 for k, g in enumerate(shift_add_groups(frac, d, 2, extra=1 << (nx.SIG_FRAC_BITS - 1)))]
+        # stage 6: rounding shift and sum (rshr(d * frac, 11) + T[idx])
+        prod = Signal(pw, name="sig_prod_sum")
+        m.d.comb += prod.eq(tree_sum(parts))
+        m.d.comb += self.y.eq(p.reg(t0 + (prod >> nx.SIG_FRAC_BITS), shape=P16, name="sig_y"))
         return m
 
 
@@ -261,8 +300,8 @@ class Sigmoid(wiring.Component):
     * Backpressure: ``i.ready = ~o.valid | o.ready``; a stalled output freezes
       the whole pipeline, no element is dropped or duplicated.
     * Resources: one 1024 x 17 ROM with two read ports (one dual-port block
-      RAM), one 10 x 11-bit multiplier; on an ECP5 1 DP16KD, 1 MULT18X18D,
-      about 120 flip-flops and 80 LUTs.
+      RAM), one 10 x 11-bit product in LUTs (shift and add, two partial sums);
+      on an ECP5 1 DP16KD, no MULT18X18D.
 
     Stages: 1 clamp to [-16, 16) and split ``xo`` into a 10-bit index and an
     11-bit fraction; 2 table reads; 3 the read data registered unchanged (the
@@ -294,7 +333,7 @@ class SiLU(wiring.Component):
       sigmoid in a 6-stage delay line. Throughput one element per cycle.
     * Backpressure as :class:`Sigmoid`.
     * Resources: the sigmoid's, plus a 32 x 17-bit signed product (49 bits)
-      as two 18 x 18 multipliers and a registered adder; 3 MULT18X18D in all
+      as two 18 x 18 multipliers and a registered adder; 2 MULT18X18D in all
       on an ECP5, one block RAM.
     """
 
