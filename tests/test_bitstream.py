@@ -138,6 +138,15 @@ def test_wrong_lanes_model(tmp_path):
         bs._compiled_model(str(comp), bs.board_target("ulx3s-85f"), tmp_path, print)
 
 
+def test_router_option(tmp_path):
+    """router2 by default, router1 on request, anything else an error before anything is built."""
+    import inspect
+    assert inspect.signature(bs.build).parameters["router"].default == "router2"
+    with pytest.raises(MmfreeError, match="unknown router"):
+        bs.build("ulx3s-85f", tmp_path, router="router3", log=lambda s: None)
+    assert not (tmp_path / "build").exists()
+
+
 def test_icebreaker_does_not_fit_before_synthesis(tmp_path):
     """The UP5K cannot hold the core's weight memory in block RAM: CapacityError before Yosys runs."""
     with pytest.raises(CapacityError, match="block RAM"):
