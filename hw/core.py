@@ -243,6 +243,10 @@ class Core(wiring.Component):
         blen = _bitlen32(m, trk_max, "blen")
         sb_next = Signal(signed(7))
         m.d.comb += sb_next.eq(Mux(trk_max == 0, 0, blen - BS_BITS))
+        # registered copy for DECODE: trk_max is written when an instruction ends and DECODE comes at least
+        # two cycles later (LOADI in between), so the register has caught up by then
+        sb_next_r = Signal(signed(7))
+        m.d.sync += sb_next_r.eq(sb_next)
 
         # ---------------------------------------------------------- per-LINEAR scalars
         t_stat = Signal(48)
@@ -565,6 +569,13 @@ class Core(wiring.Component):
             m.d.comb += col_mask[i].eq(Cat(Const(i, LB) if LB else Const(0, 0), col_rb) < col_rows)
         sh_go = Signal()                 # the shadow statistics can take the collector's element
         m.d.comb += res_ready.eq(~col_wr_h & ~col_done & sh_go)
+        # run_max follows the written elements one cycle behind (the pair's maximum is registered first);
+        # run_max_now folds in the pending one for the readers
+        run_cand = Signal(32)
+        run_cand_v = Signal()
+        run_max_now = Signal(32)
+        m.d.comb += run_max_now.eq(Mux(run_cand_v & (run_cand > run_max), run_cand, run_max))
+        m.d.sync += [run_max.eq(run_max_now), run_cand_v.eq(0)]
         res_abs = Signal(32)
         ys = res_y.as_signed()
         m.d.comb += res_abs.eq(Mux(ys < 0, -ys, ys))
@@ -598,8 +609,7 @@ class Core(wiring.Component):
             pair_max = Signal(32)
             m.d.comb += pair_max.eq(Mux(lane_valid_b & (res_abs_b > res_abs), res_abs_b,
                                         Mux(lane_valid_now, res_abs, 0)))
-            with m.If(pair_max > run_max):
-                m.d.sync += run_max.eq(pair_max)
+            m.d.sync += [run_cand.eq(pair_max), run_cand_v.eq(1)]
             with m.If(last_lane):
                 m.d.sync += col_r.eq(0)
             with m.Else():
@@ -986,10 +996,10 @@ class Core(wiring.Component):
                             m.d.sync += error.eq(1)
                             m.next = "END"
                         with m.Elif(trk_valid & (trk_dst == src) & (trk_n == n)):
-                            m.d.sync += sb.eq(sb_next)
-                            m.d.comb += [pred_wr.addr.eq(lin_cnt), pred_wr.data.eq(Cat(sb_next[:6], 1)),
+                            m.d.sync += sb.eq(sb_next_r)
+                            m.d.comb += [pred_wr.addr.eq(lin_cnt), pred_wr.data.eq(Cat(sb_next_r[:6], 1)),
                                          pred_wr.en.eq(1)]
-                            with m.If(sh_ok & (sh_sb == sb_next)):
+                            with m.If(sh_ok & (sh_sb == sb_next_r)):
                                 # the shadow pass computed this instruction's statistics
                                 m.d.sync += t_stat.eq(sh_t)
                                 for q in range(3):
@@ -1034,7 +1044,7 @@ class Core(wiring.Component):
                 m.d.comb += [count_en.eq(1), count.eq(_CNT["embed"])]
                 m.d.comb += [c_rd_addr.eq(e_word >> LB), e_go.eq(f_run & (e_mul == 0))]
                 with m.If(f_done & col_done):
-                    m.d.sync += [trk_valid.eq(1), trk_dst.eq(e_dst), trk_n.eq(e_n), trk_max.eq(run_max)]
+                    m.d.sync += [trk_valid.eq(1), trk_dst.eq(e_dst), trk_n.eq(e_n), trk_max.eq(run_max_now)]
                     m.next = "LOADI"
             with m.State("MAXP"):
                 # block shift from a pass over the base vector
@@ -1136,7 +1146,7 @@ class Core(wiring.Component):
                                 with m.Case(q):
                                     m.d.sync += [head_m.eq(scale_m[q]), head_e.eq(scale_e[q])]
                     with m.Else():
-                        m.d.sync += [trk_valid.eq(1), trk_dst.eq(dst), trk_n.eq(rows), trk_max.eq(run_max)]
+                        m.d.sync += [trk_valid.eq(1), trk_dst.eq(dst), trk_n.eq(rows), trk_max.eq(run_max_now)]
                     m.next = "LOADI"
             with m.State("END"):
                 m.d.comb += [count_en.eq(1), count.eq(_CNT["head"]), fetch_stop.eq(1)]

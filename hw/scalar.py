@@ -100,7 +100,8 @@ class QuantRecip(wiring.Component):
       :data:`RECIP_CYCLES` (8) cycles from accepting the request to
       ``resp.valid``, 1 for ``M = 0``. The reciprocal sits on the core's
       critical path once per LINEAR, hence the unrolled division.
-    * Datapath: a priority encoder (:func:`bitlen`, 5 levels) and a 31-bit barrel shifter normalize in
+    * Datapath: a priority encoder (:func:`bitlen`, 5 levels, taken from the
+      request as it is accepted) and a 31-bit barrel shifter normalize in
       one cycle; then a restoring division of three quotient bits per cycle
       (three chained 18-bit subtractors), 18 bits in 6 cycles. No multipliers.
     """
@@ -117,8 +118,10 @@ class QuantRecip(wiring.Component):
         quo = Signal(18)
         count = Signal(range(7))
         out = self.resp.payload
-        # normalization: sh = bitlen(x) - 16, M16 = x >> sh (x << -sh)
-        blen = bitlen(m, x, "blen")
+        # normalization: sh = bitlen(x) - 16, M16 = x >> sh (x << -sh); bitlen is taken from the request
+        # and registered with x, so NORM has only the shifter and the adder
+        blen = Signal(range(M_BITS + 1))
+        blen_req = bitlen(m, self.req.payload, "blen_req")
         sh_c = Signal(SH_SHAPE)
         m.d.comb += sh_c.eq(blen - 16)
         m16_c = Signal(16)
@@ -130,7 +133,7 @@ class QuantRecip(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += self.req.ready.eq(1)
                 with m.If(self.req.valid):
-                    m.d.sync += x.eq(self.req.payload)
+                    m.d.sync += [x.eq(self.req.payload), blen.eq(blen_req)]
                     with m.If(self.req.payload == 0):
                         m.d.sync += [out.r.eq(0), out.m16.eq(0), out.sh.eq(0)]
                         m.next = "DONE"
