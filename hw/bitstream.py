@@ -623,7 +623,6 @@ def build(board: str, out=None, *, lanes=None, clock_hz: int | None = None, mode
         cmd += plat._nextpnr_device_options[plat.device].split()
         cmd += ["--package", plat.package.lower() + (plat._nextpnr_package_options.get(plat.device) or "")]
     cmd += ["--router", router] + list(nextpnr_opts)
-    log(f"  nextpnr: {' '.join(cmd[1:])}")
     times["nextpnr"] = round(_run(cmd, bdir, log, "nextpnr", bdir / "nextpnr.out"), 2)
     rep = json.loads(pnr_report.read_text())
     report.update(pnr_summary(rep, dev.family))

@@ -381,12 +381,18 @@ class Core(wiring.Component):
             m.d.sync += q_out_c.eq(q_out_c + 1)
 
         # max pre-pass
+        # Two register stages: |b| per lane (after the read, the lane mask and the negation), then the
+        # lanes' maximum; pre_max takes it the cycle after. MAXP exits one cycle after its last read as
+        # before; the last beat is then in the lane registers and reaches beat_max in that cycle, and
+        # MAXP_SB (the cycle that sets sb anyway) folds it into trk_max. So the pass keeps its cycles.
         pre_max = Signal(32)
         lane_abs = []
+        abs_v = Signal()
+        m.d.sync += abs_v.eq(0)
         for i in range(L):
             a = Signal(32, name=f"pre_abs{i}")
             x = b_masked.word_select(i, 32).as_signed()
-            m.d.comb += a.eq(Mux(x < 0, -x, x))
+            m.d.sync += a.eq(Mux(x < 0, -x, x))
             lane_abs.append(a)
         # maximum over the lanes as a balanced tree (log2(L) compare-and-select levels)
         level, lvl = lane_abs, 0
@@ -397,13 +403,19 @@ class Core(wiring.Component):
                 m.d.comb += nxt.eq(Mux(level[i + 1] > level[i], level[i + 1], level[i]))
                 nxt_level.append(nxt)
             level, lvl = nxt_level, lvl + 1
-        # registered: the beat's maximum meets pre_max one cycle later (MAXP folds in the last one on its
-        # way out, so the pass takes as many cycles as before)
         beat_max = Signal(32)
         beat_max_v = Signal()
         m.d.sync += [beat_max.eq(level[0]), beat_max_v.eq(0)]
         beat_new = Signal()
         m.d.comb += beat_new.eq(beat_max_v & (beat_max > pre_max))
+        # MAXP_SB: trk_max = max(pre_max, last beat) and sb from it; bitlen is monotonic, so the bit length of
+        # the maximum is the larger of the two bit lengths (no compare in front of the priority encoders)
+        bl_pre = _bitlen32(m, pre_max, "bl_pre")
+        bl_beat = _bitlen32(m, beat_max, "bl_beat")
+        bl_fin = Signal(range(33))
+        m.d.comb += bl_fin.eq(Mux(beat_max_v & (bl_beat > bl_pre), bl_beat, bl_pre))
+        sb_fin = Signal(signed(7))
+        m.d.comb += sb_fin.eq(Mux(bl_fin == 0, 0, bl_fin - BS_BITS))
 
         # ---------------------------------------------------------- tile streams into the TAC
         mat_run = Signal()
@@ -1053,16 +1065,15 @@ class Core(wiring.Component):
                 m.d.sync += [tg_valid.eq(rd_c < nb), tg_c.eq(rd_c), tg_k.eq(0)]
                 with m.If(rd_c < nb):
                     m.d.sync += rd_c.eq(rd_c + 1)
-                m.d.sync += beat_max_v.eq(tg_valid)
+                m.d.sync += [abs_v.eq(tg_valid), beat_max_v.eq(abs_v)]
                 with m.If(beat_new):
                     m.d.sync += pre_max.eq(beat_max)
                 with m.If((rd_c == nb) & ~tg_valid):
-                    m.d.sync += [trk_max.eq(Mux(beat_new, beat_max, pre_max)), rd_c.eq(0), rd_k.eq(0),
-                                 tg_valid.eq(0)]
+                    m.d.sync += [rd_c.eq(0), rd_k.eq(0), tg_valid.eq(0)]
                     m.next = "MAXP_SB"
             with m.State("MAXP_SB"):
                 m.d.comb += [count_en.eq(1), count.eq(_CNT["stats"])]
-                m.d.sync += sb.eq(sb_next)
+                m.d.sync += [trk_max.eq(Mux(beat_new, beat_max, pre_max)), sb.eq(sb_fin)]
                 m.next = "STATS"
             with m.State("STATS"):
                 m.d.comb += [count_en.eq(1), count.eq(_CNT["stats"])]
