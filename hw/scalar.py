@@ -50,30 +50,40 @@ R_BITS = 15                 #: ``R = round(127 * 2^23 / M16)`` in [16256, 32512]
 def bitlen(m: Module, v, name: str = "bitlen") -> Signal:
     """``bitlen`` of an unsigned value (0 for 0), combinational, logarithmic depth.
 
-    A binary search for the highest set bit: each level asks whether the
-    upper half of what is left is non-zero and keeps that half or the lower
-    one, so a 32-bit value takes 5 levels of (OR reduce, 2:1 mux) instead of
-    a 32-step priority chain.
+    A tree of (any bit set, position of the highest) pairs: two halves
+    combine as ``any = any_hi | any_lo`` and ``pos = any_hi ? 1:pos_hi :
+    0:pos_lo``, so a 32-bit value takes 5 levels of 2:1 muxes (the ORs
+    alongside) instead of a 32-step priority chain.
     """
     v = Value.cast(v)
     n = len(v)
     width = 1
     while width < n:
         width *= 2
-    out = Signal(range(n + 1), name=name)
     cur = Signal(width, name=f"{name}_in")
     m.d.comb += cur.eq(v)
-    pos = []
-    half = width // 2
-    while half >= 1:
-        hi_any = Signal(name=f"{name}_b{half}")
-        m.d.comb += hi_any.eq(cur[half:2 * half].any())
-        nxt = Signal(half, name=f"{name}_h{half}")
-        m.d.comb += nxt.eq(Mux(hi_any, cur[half:2 * half], cur[:half]))
-        pos.append(hi_any)
-        cur = nxt
-        half //= 2
-    m.d.comb += out.eq(Mux(cur[0], Cat(*reversed(pos)) + 1, 0) if pos else cur[0])
+
+    def enc(lo: int, size: int, depth: int):
+        if size == 1:
+            return cur[lo], None
+        half = size // 2
+        a_l, p_l = enc(lo, half, depth + 1)
+        a_h, p_h = enc(lo + half, half, depth + 1)
+        a = Signal(name=f"{name}_a{depth}_{lo}")
+        p = Signal(size.bit_length() - 1, name=f"{name}_p{depth}_{lo}")
+        m.d.comb += a.eq(a_l | a_h)
+        if p_l is None:
+            m.d.comb += p.eq(a_h)
+        else:
+            m.d.comb += p.eq(Mux(a_h, Cat(p_h, 1), Cat(p_l, 0)))
+        return a, p
+
+    out = Signal(range(n + 1), name=name)
+    if width == 1:
+        m.d.comb += out.eq(cur[0])
+        return out
+    any_, pos = enc(0, width, 0)
+    m.d.comb += out.eq(Mux(any_, pos + 1, 0))
     return out
 
 
