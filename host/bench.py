@@ -179,6 +179,10 @@ def read_fmax(board: str, bitstreams: Path, target=None) -> dict:
     if not fmax:
         out["reason"] = f"build report has no Fmax (status: {rep.get('status')})"
         return out
+    if rep.get("fmax_stage") or "provisional" in str(rep.get("status")):
+        # nextpnr's estimate after placement is not a routed Fmax
+        out["reason"] = f"build report is not routed (status: {rep.get('status')})"
+        return out
     if target is not None and rep.get("target", {}).get("rows") is not None \
             and (rep["target"]["rows"], rep["target"]["cols"]) != (target.rows, target.cols):
         out["reason"] = (f"build report is for {rep['target']['rows']}x{rep['target']['cols']} lanes, the benchmark "

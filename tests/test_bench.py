@@ -140,6 +140,11 @@ def test_read_fmax(tmp_path):
             fmax={"clk": {"achieved_mhz": 90.0, "constraint_mhz": 100.0, "met": False}})
     r = B.read_fmax("ulx3s-85f", tmp_path, t)
     assert not r["available"] and "8x8" in r["reason"]
+    _report(tmp_path / "ulx3s-85f", status="placed, routing not finished (provisional)",
+            fmax_stage="after placement (nextpnr estimate)",
+            fmax={"clk": {"achieved_mhz": 6.83, "constraint_mhz": 100.0, "met": False}})
+    r = B.read_fmax("ulx3s-85f", tmp_path, t)
+    assert not r["available"] and r["reason"].startswith("build report is not routed (status: placed, routing")
 
 
 # --------------------------------------------------------------------------- report writing
