@@ -220,11 +220,14 @@ class Core(wiring.Component):
         is_head = Signal()
         m.d.comb += is_head.eq(epi == isa.Epilogue.TOPK)
         dual = Signal()                  # two elements per cycle through the epilogue (set below)
+        # Counts derived from the instruction words, registered with them in LOADI (the words change only
+        # there), so they equal the combinational functions of w0/sw at every cycle without their adders.
         nb = Signal(24)                  # beats of the input (ceil(n / L))
         nrb = Signal(24)                 # row blocks of the output (ceil(rows / L))
-        m.d.comb += [nb.eq((n + L - 1) >> LB), nrb.eq((rows + L - 1) >> LB)]
         rb_tiles = Signal(26)            # tiles per row block: ns * nb (no multiplier)
-        m.d.comb += rb_tiles.eq(Mux(ns == 1, nb, Mux(ns == 2, nb << 1, (nb << 1) + nb)))
+        nb_m1 = Signal((nb - 1).shape(), init=-1 if (nb - 1).shape().signed else (1 << len(nb - 1)) - 1)
+        rb_last = Signal((rb_tiles - 1).shape(),
+                         init=-1 if (rb_tiles - 1).shape().signed else (1 << len(rb_tiles - 1)) - 1)
 
         # alignment: vector operands must start on a wide word
         misaligned = Signal()
@@ -351,7 +354,7 @@ class Core(wiring.Component):
                 src_slot = Mux(unit_cu, slot_now[q].word_select(i, 16), slot_now[q + 1].word_select(i, 16)) \
                     if q < 3 else None
                 m.d.comb += sp.cv[q][i].eq(src_slot)
-        m.d.comb += [sp.first.eq(tg_c == 0), sp.last.eq(tg_c == nb - 1)]
+        m.d.comb += [sp.first.eq(tg_c == 0), sp.last.eq(tg_c == nb_m1)]
         stats_done = Signal()
         with m.If(stats.o.valid):
             m.d.sync += [t_stat.eq(stats.o.payload.t), stats_done.eq(1)]
@@ -430,7 +433,7 @@ class Core(wiring.Component):
         with m.If(w_rd.en):
             with m.If(mat_run & ~w_done):
                 m.d.sync += [w_t.eq(w_t + 1), w_valid.eq(1)]
-                with m.If(w_k == rb_tiles - 1):
+                with m.If(w_k == rb_last):
                     m.d.sync += [w_k.eq(0), w_rb.eq(w_rb + 1)]
                 with m.Else():
                     m.d.sync += w_k.eq(w_k + 1)
@@ -456,8 +459,8 @@ class Core(wiring.Component):
         m.d.comb += [q_rd.addr.eq(slot_base[seg_q[a_s]] + a_cb), q_rd.en.eq(q_rd_en_mat)]
         with m.If(q_rd_en_mat):
             with m.If(mat_run & ~a_done & codes_ok):
-                m.d.sync += [a_valid.eq(1), a_first.eq(a_cb == 0), a_last.eq(a_cb == nb - 1)]
-                with m.If(a_cb == nb - 1):
+                m.d.sync += [a_valid.eq(1), a_first.eq(a_cb == 0), a_last.eq(a_cb == nb_m1)]
+                with m.If(a_cb == nb_m1):
                     m.d.sync += a_cb.eq(0)
                     with m.If(a_s == ns - 1):
                         m.d.sync += [a_s.eq(0), a_rb.eq(a_rb + 1)]
@@ -986,6 +989,13 @@ class Core(wiring.Component):
                         m.d.sync += qw[q].eq(nbuf[4 + q])
                     for s_ in range(3):
                         m.d.sync += sw[s_].eq(nbuf_arr[4 + n_nq + s_])
+                    nb_n, nrb_n, rbt_n = Signal(24), Signal(24), Signal(26)
+                    ns_n = nbuf[0][14:16]
+                    m.d.comb += [nb_n.eq((nbuf[0][24:48] + L - 1) >> LB),
+                                 nrb_n.eq((nbuf_arr[4 + n_nq][8:32] + L - 1) >> LB),
+                                 rbt_n.eq(Mux(ns_n == 1, nb_n, Mux(ns_n == 2, nb_n << 1, (nb_n << 1) + nb_n)))]
+                    m.d.sync += [nb.eq(nb_n), nrb.eq(nrb_n), rb_tiles.eq(rbt_n), nb_m1.eq(nb_n - 1),
+                                 rb_last.eq(rbt_n - 1)]
                     with m.If(fpc + n_len > pdepth):
                         m.d.sync += error.eq(1)
                         m.next = "END"
@@ -1118,13 +1128,13 @@ class Core(wiring.Component):
                 m.d.comb += issuing.eq((rd_c < nb) & (rd_q < nq))
                 m.d.sync += [tg_valid.eq(issuing), tg_c.eq(rd_c), tg_k.eq(0), tg_q.eq(rd_q)]
                 with m.If(issuing):
-                    with m.If(rd_c == nb - 1):
+                    with m.If(rd_c == nb_m1):
                         m.d.sync += [rd_c.eq(0), rd_q.eq(rd_q + 1)]
                     with m.Else():
                         m.d.sync += rd_c.eq(rd_c + 1)
                 m.d.comb += quant.i.valid.eq(tg_valid)
                 # the codes of quantizer wq arrive in order
-                with m.If((q_out_c == nb - 1) & quant.o.valid):
+                with m.If((q_out_c == nb_m1) & quant.o.valid):
                     with m.If(wq == nq - 1):
                         m.d.sync += q_out_c.eq(nb)
                         m.next = "MATRIX"
