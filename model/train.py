@@ -54,6 +54,8 @@ class Preset:
     seq_len: int = 1024
     lr: float = 3e-3
     min_lr_ratio: float = 0.1
+    #: float warm start: the first ``float_steps`` steps train without fake quantization
+    float_steps: int = 0
     description: str = ""
 
 
@@ -236,7 +238,11 @@ def _resolve_args(args) -> tuple[ModelConfig, dict]:
                           intermediate_size=args.intermediate_size)
     hp = dict(steps=args.steps or preset.steps, batch_size=args.batch_size or preset.batch_size,
               seq_len=args.seq_len or preset.seq_len, lr=args.lr or preset.lr,
-              min_lr_ratio=preset.min_lr_ratio if args.min_lr_ratio is None else args.min_lr_ratio)
+              min_lr_ratio=preset.min_lr_ratio if args.min_lr_ratio is None else args.min_lr_ratio,
+              float_steps=0 if args.float else (preset.float_steps if args.float_steps is None
+                                                else args.float_steps))
+    if not 0 <= hp["float_steps"] < max(1, hp["steps"]):
+        raise MmfreeError(f"--float-steps {hp['float_steps']} must be in 0..{hp['steps'] - 1} (fewer than --steps)")
     hp["warmup"] = args.warmup if args.warmup is not None else max(1, min(500, hp["steps"] // 20))
     return config, hp
 
@@ -274,7 +280,7 @@ def train(args) -> dict:
 
     config, hp = _resolve_args(args)
     steps, batch, seq, lr, warmup = hp["steps"], hp["batch_size"], hp["seq_len"], hp["lr"], hp["warmup"]
-    min_lr_ratio = hp["min_lr_ratio"]
+    min_lr_ratio, float_steps = hp["min_lr_ratio"], hp["float_steps"]
     if batch % world:
         raise MmfreeError(f"--batch-size {batch} is not a multiple of the {world} ranks")
     out = Path(args.out)
@@ -332,8 +338,8 @@ def train(args) -> dict:
         st = torch.load(state_path, map_location=device, weights_only=False)
         if st["config"] != config.to_json() or st["run"]["quantized"] != (not args.float):
             raise MmfreeError(f"{state_path}: saved run has another model (config or --float differs)")
-        for k in ("steps", "batch_size", "seq_len", "seed"):
-            if st["run"][k] != run_info[k]:
+        for k in ("steps", "batch_size", "seq_len", "seed", "float_steps"):
+            if st["run"].get(k, 0) != run_info[k]:
                 raise MmfreeError(f"{state_path}: saved run has {k}={st['run'][k]}, this one {run_info[k]}")
         lm.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
@@ -341,13 +347,23 @@ def train(args) -> dict:
         say(f"resuming {state_path} at step {start}")
 
     loss_mod = LossModule(lm)
-    step_mod = loss_mod
+    base_mod = loss_mod
     if distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        step_mod = DDP(loss_mod, device_ids=[local] if dev_type == "cuda" else None)
-    if args.compile:
-        step_mod = torch.compile(step_mod)
+        base_mod = DDP(loss_mod, device_ids=[local] if dev_type == "cuda" else None)
+    step_mod = torch.compile(base_mod) if args.compile else base_mod
+    from .reference import BitLinear
+
+    def set_quantized(on: bool):
+        """Fake quantization on or off in every BitLinear (float warm start, ``--float-steps``)."""
+        nonlocal step_mod
+        lm.quantized = on
+        for mod in lm.modules():
+            if isinstance(mod, BitLinear):
+                mod.quantized = on
+        if args.compile:  # a fresh compiled graph for the other branch
+            step_mod = torch.compile(base_mod)
     amp = args.amp == "bf16" and dev_type == "cuda"
 
     say(f"model: d {config.hidden_size}, {config.num_hidden_layers} layers, I {config.intermediate_size}, "
@@ -392,7 +408,15 @@ def train(args) -> dict:
     per_rank = batch // world
     loss_ema = None
     stopped_early = None
+    quantized_now = not args.float
+    if quantized_now and start < float_steps:
+        set_quantized(False)
+        quantized_now = False
     for step in range(start, stop):
+        if not args.float and not quantized_now and step >= float_steps:
+            say(f"step {step}: float warm start over, quantization-aware from here")
+            set_quantized(True)
+            quantized_now = True
         for g in opt.param_groups:
             g["lr"] = lr_at(step, steps, lr, warmup, min_lr_ratio)
         off = batch_offsets(args.seed, step, batch, len(train_np), seq)[rank * per_rank:(rank + 1) * per_rank]
@@ -497,6 +521,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     a("--lr", type=float, help="peak learning rate (default: the preset's)")
     a("--warmup", type=int, help="linear warmup steps (default: 5%% of steps, at most 500)")
     a("--min-lr-ratio", type=float, help="final lr as a fraction of the peak, cosine decay (default: the preset's)")
+    a("--float-steps", type=int, help="float warm start: train the first N steps without fake quantization, "
+                                       "then quantization-aware to the end; the model saved is ternary "
+                                       "(default: the preset's; ignored with --float)")
     a("--weight-decay", type=float, default=0.05, help="AdamW weight decay of the matrices")
     a("--grad-clip", type=float, default=1.0, help="gradient-norm clip (0: off)")
     a("--seed", type=int, default=0, help="seed of the initial weights and of the batch order")

@@ -82,6 +82,20 @@ def test_float_twin_and_heldout_bpb(tmp_path, tiny_data):
     assert tr.windows_bpb(m, "cpu", held, tokens=256, streams=4) == pytest.approx(8.0, abs=1e-4)
 
 
+def test_float_warm_start_then_quantization_aware(tmp_path, tiny_data, capsys):
+    """``--float-steps``: float steps first, then the same run goes quantization-aware; a ternary model is saved."""
+    summary = run(tmp_path / "w", tiny_data, "--steps", "4", "--float-steps", "2", "--no-heldout")
+    assert summary["run"]["float_steps"] == 2 and summary["run"]["quantized"] is True
+    assert "float warm start over" in capsys.readouterr().out
+    config, tensors = load_checkpoint(tmp_path / "w")
+    for k in config.ternary_keys():  # saved as a ternary model: canonical export, three values per matrix
+        assert len(np.unique(tensors[k])) <= 3, k
+    with pytest.raises(MmfreeError, match="float-steps"):
+        run(tmp_path / "bad", tiny_data, "--steps", "4", "--float-steps", "4", "--no-heldout")
+    assert run(tmp_path / "f", tiny_data, "--steps", "2", "--float", "--float-steps", "1",
+               "--no-heldout")["run"]["float_steps"] == 0
+
+
 def test_lr_schedule_and_batches():
     assert tr.lr_at(0, 100, 1.0, 10, 0.1) == pytest.approx(0.1)
     assert tr.lr_at(9, 100, 1.0, 10, 0.1) == pytest.approx(1.0)
