@@ -384,10 +384,11 @@ class Core(wiring.Component):
             m.d.sync += q_out_c.eq(q_out_c + 1)
 
         # max pre-pass
-        # Two register stages: |b| per lane (after the read, the lane mask and the negation), then the
-        # lanes' maximum; pre_max takes it the cycle after. MAXP exits one cycle after its last read as
-        # before; the last beat is then in the lane registers and reaches beat_max in that cycle, and
-        # MAXP_SB (the cycle that sets sb anyway) folds it into trk_max. So the pass keeps its cycles.
+        # Three register stages: |b| per lane (after the read, the lane mask and the negation), the first
+        # half of the lanes' maximum tree, the rest; pre_max takes the beat's maximum the cycle after.
+        # MAXP exits once the last beat has left the lane registers (one cycle later than a single-cycle
+        # pass; compiled programs never run MAXP, see tests/test_core_maxp_cocotb.py), and MAXP_SB, the
+        # cycle that sets sb anyway, folds the last beat's maximum into trk_max.
         pre_max = Signal(32)
         lane_abs = []
         abs_v = Signal()
@@ -397,15 +398,26 @@ class Core(wiring.Component):
             x = b_masked.word_select(i, 32).as_signed()
             m.d.sync += a.eq(Mux(x < 0, -x, x))
             lane_abs.append(a)
-        # maximum over the lanes as a balanced tree (log2(L) compare-and-select levels)
-        level, lvl = lane_abs, 0
-        while len(level) > 1:
-            nxt_level = []
-            for i in range(0, len(level), 2):
-                nxt = Signal(32, name=f"pre_max_l{lvl}_{i // 2}")
-                m.d.comb += nxt.eq(Mux(level[i + 1] > level[i], level[i + 1], level[i]))
-                nxt_level.append(nxt)
-            level, lvl = nxt_level, lvl + 1
+        # maximum over the lanes as a balanced tree (log2(L) compare-and-select levels), registered after
+        # the first half of its levels
+        def max_levels(level, count, lvl0):
+            for lvl in range(lvl0, lvl0 + count):
+                nxt_level = []
+                for i in range(0, len(level), 2):
+                    nxt = Signal(32, name=f"pre_max_l{lvl}_{i // 2}")
+                    m.d.comb += nxt.eq(Mux(level[i + 1] > level[i], level[i + 1], level[i]))
+                    nxt_level.append(nxt)
+                level = nxt_level
+            return level
+        first = (LB + 1) // 2
+        mid = []
+        for i, v in enumerate(max_levels(lane_abs, first, 0)):
+            r = Signal(32, name=f"pre_mid{i}")
+            m.d.sync += r.eq(v)
+            mid.append(r)
+        mid_v = Signal()
+        m.d.sync += mid_v.eq(0)
+        level = max_levels(mid, LB - first, first)
         beat_max = Signal(32)
         beat_max_v = Signal()
         m.d.sync += [beat_max.eq(level[0]), beat_max_v.eq(0)]
@@ -1075,10 +1087,10 @@ class Core(wiring.Component):
                 m.d.sync += [tg_valid.eq(rd_c < nb), tg_c.eq(rd_c), tg_k.eq(0)]
                 with m.If(rd_c < nb):
                     m.d.sync += rd_c.eq(rd_c + 1)
-                m.d.sync += [abs_v.eq(tg_valid), beat_max_v.eq(abs_v)]
+                m.d.sync += [abs_v.eq(tg_valid), mid_v.eq(abs_v), beat_max_v.eq(mid_v)]
                 with m.If(beat_new):
                     m.d.sync += pre_max.eq(beat_max)
-                with m.If((rd_c == nb) & ~tg_valid):
+                with m.If((rd_c == nb) & ~tg_valid & ~abs_v):
                     m.d.sync += [rd_c.eq(0), rd_k.eq(0), tg_valid.eq(0)]
                     m.next = "MAXP_SB"
             with m.State("MAXP_SB"):
