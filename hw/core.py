@@ -217,8 +217,10 @@ class Core(wiring.Component):
         e_codes = w1[0:32]
         e_scales = w1[32:64]
 
+        # the epilogue's decoded flags, registers loaded with w0 in LOADI (equal to epi == ... at every cycle)
+        epi_is = {e: Signal(name=f"epi_is_{e.name.lower()}", init=int(e == 0)) for e in isa.Epilogue}
         is_head = Signal()
-        m.d.comb += is_head.eq(epi == isa.Epilogue.TOPK)
+        m.d.comb += is_head.eq(epi_is[isa.Epilogue.TOPK])
         dual = Signal()                  # two elements per cycle through the epilogue (set below)
         # Counts derived from the instruction words, registered with them in LOADI (the words change only
         # there), so they equal the combinational functions of w0/sw at every cycle without their adders.
@@ -500,8 +502,8 @@ class Core(wiring.Component):
         if L >= 2:
             # EMBED with int8 codes: one cmem word holds two codes, both go out together
             m.d.comb += dual.eq(Mux(f_mode_embed, ~e_code16,
-                                    (epi == isa.Epilogue.WRITE) | (epi == isa.Epilogue.ADD) |
-                                    (epi == isa.Epilogue.TOPK)))
+                                    epi_is[isa.Epilogue.WRITE] | epi_is[isa.Epilogue.ADD] |
+                                    epi_is[isa.Epilogue.TOPK]))
         f_run = Signal()
         f_rb = Signal(24)                # row block (LINEAR) / element index (EMBED)
         f_s = Signal(2)
@@ -567,16 +569,16 @@ class Core(wiring.Component):
         res_y = Signal(32)
         res_y_b = Signal(32)
         res_h = Signal(32)
-        with m.If(mode_embed_op | (epi == isa.Epilogue.WRITE)):
+        with m.If(mode_embed_op | epi_is[isa.Epilogue.WRITE]):
             m.d.comb += [op_ready.eq(res_ready), res_valid.eq(join_valid), res_y.eq(y[0]), res_y_b.eq(dq_b.o.payload)]
-        with m.Elif(epi == isa.Epilogue.ADD):
+        with m.Elif(epi_is[isa.Epilogue.ADD]):
             m.d.comb += [radd.i.valid.eq(join_valid), radd_b.i.valid.eq(join_valid), op_ready.eq(radd.i.ready),
                          res_valid.eq(radd.o.valid), radd.o.ready.eq(res_ready), radd_b.o.ready.eq(res_ready),
                          res_y.eq(radd.o.payload), res_y_b.eq(radd_b.o.payload)]
-        with m.Elif(epi == isa.Epilogue.GLU):
+        with m.Elif(epi_is[isa.Epilogue.GLU]):
             m.d.comb += [glu.i.valid.eq(join_valid), op_ready.eq(glu.i.ready),
                          res_valid.eq(glu.o.valid), glu.o.ready.eq(res_ready), res_y.eq(glu.o.payload)]
-        with m.Elif(epi == isa.Epilogue.MLGRU):
+        with m.Elif(epi_is[isa.Epilogue.MLGRU]):
             m.d.comb += [mlgru.i.valid.eq(join_valid), op_ready.eq(mlgru.i.ready),
                          res_valid.eq(mlgru.o.valid), mlgru.o.ready.eq(res_ready),
                          res_y.eq(mlgru.o.payload.bo), res_h.eq(mlgru.o.payload.h)]
@@ -591,6 +593,7 @@ class Core(wiring.Component):
         col_rows = Signal(24)            # valid elements of the vector being written
         col_dst = Signal(24)
         col_nrb = Signal(24)
+        col_nrb_m1 = Signal((col_nrb - 1).shape(), init=-1)     # col_nrb - 1, set with it
         col_mask = Signal(L)
         for i in range(L):
             m.d.comb += col_mask[i].eq(Cat(Const(i, LB) if LB else Const(0, 0), col_rb) < col_rows)
@@ -645,16 +648,16 @@ class Core(wiring.Component):
             m.d.comb += [v_wr.addr.eq(zero_addr), v_wr.data.eq(0), v_wr.en.eq((1 << L) - 1)]
         with m.Elif(res_valid & res_ready & last_lane):
             m.d.comb += [v_wr.addr.eq((col_dst >> LB) + col_rb), v_wr.data.eq(word_next), v_wr.en.eq(col_mask)]
-            with m.If((epi == isa.Epilogue.MLGRU) & ~f_mode_embed):
+            with m.If(epi_is[isa.Epilogue.MLGRU] & ~f_mode_embed):
                 m.d.sync += col_wr_h.eq(1)
             with m.Else():
                 m.d.sync += col_rb.eq(col_rb + 1)
-                with m.If(col_rb + 1 == col_nrb):
+                with m.If(col_rb == col_nrb_m1):
                     m.d.sync += col_done.eq(1)
         with m.Elif(col_wr_h):
             m.d.comb += [v_wr.addr.eq((aux >> LB) + col_rb), v_wr.data.eq(col_hword), v_wr.en.eq(col_mask)]
             m.d.sync += [col_wr_h.eq(0), col_rb.eq(col_rb + 1)]
-            with m.If(col_rb + 1 == col_nrb):
+            with m.If(col_rb == col_nrb_m1):
                 m.d.sync += col_done.eq(1)
         with m.Elif(load_go & (self.load.payload.mem == MemoryId.VMEM)):
             m.d.comb += [v_wr.addr.eq(self.load.payload.addr >> LB), v_wr.en.eq(1 << self.load.payload.addr[:LB]
@@ -931,7 +934,7 @@ class Core(wiring.Component):
                      ssp.b[0].eq(Mux(lane_valid_now, res_y, 0)), ssp.cu[0].eq(lane_cu[0]),
                      ssp.b[1].eq(Mux(lane_valid_b, res_y_b, 0)), ssp.cu[1].eq(lane_cu_b[0]),
                      ssp.first.eq((col_rb == 0) & (col_r == 0)),
-                     ssp.last.eq((col_rb == col_nrb - 1) & last_lane)]
+                     ssp.last.eq((col_rb == col_nrb_m1) & last_lane)]
         for q in range(3):
             m.d.comb += [ssp.cv[q][0].eq(Mux(n_unit, lane_cu[q], lane_cu[q + 1])),
                          ssp.cv[q][1].eq(Mux(n_unit, lane_cu_b[q], lane_cu_b[q + 1]))]
@@ -1008,6 +1011,7 @@ class Core(wiring.Component):
                                  rbt_n.eq(Mux(ns_n == 1, nb_n, Mux(ns_n == 2, nb_n << 1, (nb_n << 1) + nb_n)))]
                     m.d.sync += [nb.eq(nb_n), nrb.eq(nrb_n), rb_tiles.eq(rbt_n), nb_m1.eq(nb_n - 1),
                                  rb_last.eq(rbt_n - 1)]
+                    m.d.sync += [f.eq(nbuf[0][8:12] == e) for e, f in epi_is.items()]
                     with m.If(fpc + n_len > pdepth):
                         m.d.sync += error.eq(1)
                         m.next = "END"
@@ -1022,7 +1026,7 @@ class Core(wiring.Component):
                         m.d.comb += sh_kill.eq(1)
                         m.d.sync += [f_mode_embed.eq(1), f_done.eq(0), e_j.eq(0), e_tag.eq(0),
                                      e_hold.eq(0), col_r.eq(0), col_rb.eq(0), col_done.eq(0), col_wr_h.eq(0),
-                                     col_rows.eq(e_n), col_dst.eq(e_dst), col_nrb.eq((e_n + L - 1) >> LB),
+                                     col_rows.eq(e_n), col_dst.eq(e_dst), col_nrb.eq((e_n + L - 1) >> LB), col_nrb_m1.eq(((e_n + L - 1) >> LB)[:24] - 1),
                                      e_row.eq(e_codes), e_mul.eq(token), e_add.eq(e_stride)]
                         m.next = "EMBED_SCALE"
                     with m.Case(isa.Op.LINEAR):
@@ -1049,7 +1053,7 @@ class Core(wiring.Component):
                         m.d.sync += lin_cnt.eq(lin_cnt + 1)
                         m.d.sync += [rd_c.eq(0), rd_k.eq(0), tg_valid.eq(0), stats_done.eq(0),
                                      col_r.eq(0), col_rb.eq(0), col_done.eq(0), col_wr_h.eq(0),
-                                     col_rows.eq(rows), col_dst.eq(dst), col_nrb.eq(nrb),
+                                     col_rows.eq(rows), col_dst.eq(dst), col_nrb.eq(nrb), col_nrb_m1.eq(nrb - 1),
                                      f_mode_embed.eq(0), f_done.eq(0), f_rb.eq(0)]
                     with m.Case(isa.Op.END):
                         m.next = "END"
