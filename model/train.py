@@ -62,6 +62,7 @@ class Preset:
 #: The shipped models (docs/models.md explains the sizes).
 PRESETS = {
     "ecp5": Preset(hidden_size=176, num_hidden_layers=4, intermediate_size=480, steps=12000, min_lr_ratio=0.0,
+                   float_steps=3000,
                    description="ULX3S-85F: fits the ulx3s-85f target's weight and constant memories"),
     "ice40": Preset(hidden_size=128, num_hidden_layers=3, intermediate_size=192, steps=20000, lr=5e-3,
                     min_lr_ratio=0.0,
