@@ -61,6 +61,10 @@ _WARN_ARGS = ("-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNUSEDS
 #: make variables: -O3 for the per-cycle code, the rest cheaper to compile.
 _MAKE_VARS = ("OPT_FAST=-O3", "OPT_SLOW=-O1", "OPT_GLOBAL=-O2", "VM_USER_CFLAGS=",
               "CFG_CXXFLAGS_PCH_I=-include")
+#: A post-synthesis netlist is tens of thousands of cell instances: its C++
+#: is ~20x larger than the RTL's, and -O1 compiles it several times faster.
+_NETLIST_MAKE_VARS = ("OPT_FAST=-O1", "OPT_SLOW=-O0", "OPT_GLOBAL=-O1", "VM_USER_CFLAGS=",
+                      "CFG_CXXFLAGS_PCH_I=-include")
 
 
 # ----------------------------------------------------------------- targets
@@ -190,7 +194,7 @@ def _quick_key(target, core_factory, max_payload, timeout, kind) -> str:
 
 
 def build(target, out_dir=None, *, core_factory=None, max_payload: int | None = None, timeout: int | None = None,
-          trace="auto", jobs: int = 2, force: bool = False, log=None) -> Path:
+          trace="auto", jobs: int = 2, force: bool = False, netlist: str | None = None, log=None) -> Path:
     """Build the harness executable of :class:`~mmfree.hw.soc.SimTop` for ``target``; returns its path.
 
     Parameters
@@ -214,6 +218,11 @@ def build(target, out_dir=None, *, core_factory=None, max_payload: int | None = 
         Parallel compile jobs.
     force : bool
         Rebuild even when the stamp matches.
+    netlist : {"ecp5"}, optional
+        Build the post-synthesis netlist instead of Amaranth's Verilog
+        (:func:`mmfree.sim.netlist.synth_netlist`: ``synth_ecp5 -nodsp``,
+        simulated on Yosys's ECP5 cell models); default folder
+        :func:`default_build_dir` + ``-ecp5``.
     log : callable, optional
         Progress messages (``print``).
 
@@ -224,7 +233,7 @@ def build(target, out_dir=None, *, core_factory=None, max_payload: int | None = 
     ToolError
         Verilator or the C++ build failed (the message quotes the log).
     """
-    from amaranth.back import verilog
+    from amaranth.back import rtlil, verilog
 
     from mmfree.hw.soc import SIM_TIMEOUT, SimTop
     from mmfree.protocol import MAX_PAYLOAD
@@ -233,7 +242,8 @@ def build(target, out_dir=None, *, core_factory=None, max_payload: int | None = 
 
     say = log or (lambda msg: None)
     t = resolve_target(target)
-    out = Path(out_dir) if out_dir is not None else default_build_dir(t)
+    out = Path(out_dir) if out_dir is not None else \
+        default_build_dir(t).with_name(default_build_dir(t).name + (f"-{netlist}" if netlist else ""))
     out.mkdir(parents=True, exist_ok=True)
     timeout = SIM_TIMEOUT if timeout is None else timeout
     max_payload = MAX_PAYLOAD if max_payload is None else max_payload
@@ -242,30 +252,44 @@ def build(target, out_dir=None, *, core_factory=None, max_payload: int | None = 
     stamp = out / _STAMP
     quick = out / _QUICK_STAMP
     # quick check, before the (slow) Verilog conversion: same sources, same parameters, same tools
-    qkey = _quick_key(t, core_factory, max_payload, timeout, kind)
+    qkey = _quick_key(t, core_factory, max_payload, timeout, (kind, netlist))
     if not force and exe.is_file() and stamp.is_file() and quick.is_file() and quick.read_text() == qkey:
         say(f"up to date: {exe}")
         return exe
     quick.unlink(missing_ok=True)
     top = SimTop(t, core_factory=core_factory, max_payload=max_payload, timeout=timeout)
     t0 = time.perf_counter()
-    text = verilog.convert(top, name="simtop", emit_src=False)
-    say(f"verilog: {len(text) / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s")
+    if netlist is None:
+        text = verilog.convert(top, name="simtop", emit_src=False)
+        say(f"verilog: {len(text) / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s")
+    else:
+        from .netlist import cell_models
+        model, share = cell_models(netlist)
+        text = rtlil.convert(top, name="simtop", emit_src=False)
+        say(f"rtlil: {len(text) / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s")
     quiet = timeout + 1000
     vargs = ["--cc", "--exe", "-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert", *_WARN_ARGS,
              "--top-module", "simtop", "--prefix", "Vsimtop", "-o", f"../{BINARY}",
              *({"fst": ["--trace-fst", "--trace-structs"], "vcd": ["--trace", "--trace-structs"]}.get(kind, [])),
-             "-CFLAGS", f"-DQUIET_CYCLES={quiet}"]
+             "-CFLAGS", f"-DQUIET_CYCLES={quiet}", *(() if netlist is None else (f"-I{share}",))]
     src = HARNESS_SOURCE.read_text()
     vbin = runner.verilator_bin()
-    digest = hashlib.sha256(json.dumps([text, src, vargs, list(_MAKE_VARS), str(vbin)]).encode()).hexdigest()
+    digest = hashlib.sha256(json.dumps([text, src, vargs, list(_MAKE_VARS), str(vbin), netlist]).encode()).hexdigest()
     if not force and exe.is_file() and stamp.is_file() and stamp.read_text() == digest:
         quick.write_text(qkey)
         say(f"up to date: {exe}")
         return exe
     stamp.unlink(missing_ok=True)
-    vfile = out / "simtop.v"
-    vfile.write_text(text)
+    if netlist is None:
+        vfiles = [out / "simtop.v"]
+        vfiles[0].write_text(text)
+    else:
+        from .netlist import synth_netlist
+        t0 = time.perf_counter()
+        say(f"synthesizing ({netlist}) ...")
+        n = synth_netlist(text, "simtop", out, netlist)
+        say(f"netlist: {sum(n.cells.values())} cells in {time.perf_counter() - t0:.0f} s")
+        vfiles = [n.verilog, model]
     (out / "target.json").write_text(json.dumps(dataclasses.asdict(t), indent=1) + "\n")
     obj = out / "obj"
     logf = out / "build.log"
@@ -273,8 +297,9 @@ def build(target, out_dir=None, *, core_factory=None, max_payload: int | None = 
     env["PATH"] = os.pathsep.join([str(vbin), env.get("PATH", "")])
     env.update(runner._objcache_env())
     env.pop("MAKEFLAGS", None)
-    cmds = [[str(vbin / "verilator"), *vargs, "-Mdir", str(obj), str(vfile), str(HARNESS_SOURCE)],
-            ["make", "-C", str(obj), "-f", "Vsimtop.mk", f"-j{max(1, int(jobs))}", *_MAKE_VARS]]
+    cmds = [[str(vbin / "verilator"), *vargs, "-Mdir", str(obj), *map(str, vfiles), str(HARNESS_SOURCE)],
+            ["make", "-C", str(obj), "-f", "Vsimtop.mk", f"-j{max(1, int(jobs))}",
+             *(_MAKE_VARS if netlist is None else _NETLIST_MAKE_VARS)]]
     t0 = time.perf_counter()
     with open(logf, "w") as lf:
         for cmd in cmds:
@@ -505,6 +530,9 @@ def cli(parser):
         p.add_argument("--no-trace", action="store_true", help="build without --trace support (a bit faster)")
         p.add_argument("-j", "--jobs", type=int, default=2, help="parallel compile jobs (default 2)")
         p.add_argument("-q", "--quiet", action="store_true", help="print only the result")
+        p.add_argument("--netlist", choices=["ecp5"], default=None,
+                       help="simulate the post-synthesis netlist (synth_ecp5 -nodsp on Yosys's cell models; "
+                            "slow: minutes to synthesize, many more to compile)")
     b.add_argument("-o", "--output", required=True, help="build directory")
     r.add_argument("-o", "--output", default=None, help="build directory (default: the cache)")
     r.add_argument("--port", type=int, default=0, help="TCP port (default 0: a free one, printed)")
@@ -520,7 +548,7 @@ def cli(parser):
                 and not (Path(args.model) / "manifest.json").is_file():
             raise MmfreeError("mmfree sim run --model CHECKPOINT needs -o DIR (where to compile it)")
         t, compiled = _model_target(args, log)
-        exe = build(t, args.output, trace=not args.no_trace, jobs=args.jobs, log=log)
+        exe = build(t, args.output, trace=not args.no_trace, jobs=args.jobs, netlist=args.netlist, log=log)
         if args.sim_command == "build":
             print(exe)
             if compiled is not None and not args.quiet:
