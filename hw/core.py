@@ -533,8 +533,17 @@ class Core(wiring.Component):
 
         topk_mode = Signal()
         tk_id = Signal(16)
-        m.d.comb += [topk.i.payload.id.eq(tk_id), topk.i.payload.acc.eq(el_acc[0]),
-                     topk_b.i.payload.id.eq(tk_id + 1), topk_b.i.payload.acc.eq(el_acc_b)]
+        # The top-k units take their candidates from a register stage (the feeder's accumulator mux no
+        # longer runs into every slot's compare). The units never stall while candidates arrive (they are
+        # ready until a flush), and the flush comes at least three cycles after the feeder's last element,
+        # so the stage costs no cycles.
+        tk_free = Signal()
+        tk_free_b = Signal()
+        m.d.comb += [tk_free.eq(~topk.i.valid | topk.i.ready), tk_free_b.eq(~topk_b.i.valid | topk_b.i.ready)]
+        with m.If(topk.i.ready):
+            m.d.sync += topk.i.valid.eq(0)
+        with m.If(topk_b.i.ready):
+            m.d.sync += topk_b.i.valid.eq(0)
 
         # element handshake: dequant path or top-k
         with m.If(topk_mode):
@@ -734,8 +743,12 @@ class Core(wiring.Component):
         with m.If(f_run & ~f_mode_embed & e_full):
             with m.If(topk_mode):
                 # padded rows never enter the top-k
-                m.d.comb += [topk.i.valid.eq(tk_id < rows), topk_b.i.valid.eq(tk_id + 1 < rows), el_valid.eq(0)]
-                m.d.comb += adv.eq(((tk_id >= rows) | topk.i.ready) & ((tk_id + 1 >= rows) | topk_b.i.ready))
+                m.d.comb += el_valid.eq(0)
+                m.d.comb += adv.eq(((tk_id >= rows) | tk_free) & ((tk_id + 1 >= rows) | tk_free_b))
+                with m.If(adv):
+                    m.d.sync += [topk.i.valid.eq(tk_id < rows), topk_b.i.valid.eq(tk_id + 1 < rows),
+                                 topk.i.payload.id.eq(tk_id), topk.i.payload.acc.eq(el_acc[0]),
+                                 topk_b.i.payload.id.eq(tk_id + 1), topk_b.i.payload.acc.eq(el_acc_b)]
             with m.Else():
                 m.d.comb += el_valid.eq(scales_ready)
                 m.d.comb += adv.eq(scales_ready & el_ready)
