@@ -33,6 +33,7 @@ import hashlib
 import json
 import os
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
@@ -292,6 +293,10 @@ def build(target, out_dir=None, *, core_factory=None, max_payload: int | None = 
         vfiles = [n.verilog, model]
     (out / "target.json").write_text(json.dumps(dataclasses.asdict(t), indent=1) + "\n")
     obj = out / "obj"
+    # a rebuild starts from an empty obj/: its make dependency files name the
+    # sources by absolute path, so those of another checkout (the cache is
+    # shared) would stop make ("No rule to make target .../harness.cpp")
+    shutil.rmtree(obj, ignore_errors=True)
     logf = out / "build.log"
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(vbin), env.get("PATH", "")])

@@ -319,6 +319,17 @@ def test_harness_build_cached(stub_binary, compiled_ecp5):
     assert again == stub_binary and time.perf_counter() - t0 < 30
 
 
+def test_harness_rebuild_ignores_another_checkouts_objects(compiled_ecp5, tmp_path):
+    """The build cache is shared between checkouts: a rebuild must not trip over make dependency files
+    that name another checkout's harness.cpp (seen in a fresh clone: "No rule to make target")."""
+    out = tmp_path / "stub"
+    H.build(compiled_ecp5, out, core_factory=StubCore, timeout=20_000, trace=False)
+    for dep in (out / "obj").glob("*.d"):
+        dep.write_text(dep.read_text().replace(str(H.HARNESS_SOURCE), "/elsewhere/checkout/sim/harness.cpp"))
+    exe = H.build(compiled_ecp5, out, core_factory=StubCore, timeout=20_000, trace=False, force=True)
+    assert exe.is_file()
+
+
 def test_cli_sim_help():
     from mmfree.cli import main
 
