@@ -52,7 +52,7 @@ import numpy as np
 from mmfree.errors import CapacityError, MmfreeError, ToolError
 from mmfree.targets import Target
 
-__all__ = ["DEVICES", "Device", "board_target", "parse_lanes", "estimate", "placeholder_images",
+__all__ = ["DEVICES", "Device", "yowasp_tool", "board_target", "parse_lanes", "estimate", "placeholder_images",
            "PatchableCore", "build", "patch", "cli"]
 
 #: Yosys commands run between reading the design and synthesis.
@@ -314,7 +314,7 @@ def PatchableCore(target, init=None):
 
 # ------------------------------------------------------------------ tools
 
-def _tool(name: str) -> str:
+def yowasp_tool(name: str) -> str:
     """The YoWASP command ``yowasp-NAME`` (next to this Python first, then PATH)."""
     exe = Path(sys.executable).parent / f"yowasp-{name}"
     if exe.exists():
@@ -590,7 +590,7 @@ def build(board: str, out=None, *, lanes=None, clock_hz: int | None = None, mode
         return report
 
     # synthesis
-    ys = _tool("yosys")
+    ys = yowasp_tool("yosys")
     times["yosys"] = round(_run([ys, "-q", "-l", "yosys.log", f"{name}.ys"], bdir, log, "yosys",
                                 bdir / "yosys.out"), 2)
     cells = synth_cells(json.loads((bdir / "synth_stat.json").read_text()))
@@ -612,13 +612,13 @@ def build(board: str, out=None, *, lanes=None, clock_hz: int | None = None, mode
     # place and route
     pnr_report = bdir / "nextpnr-report.json"
     if dev.family == "ecp5":
-        cmd = [_tool("nextpnr-ecp5"), "--log", "nextpnr.log", "--json", f"{name}.json", "--lpf", f"{name}.lpf",
+        cmd = [yowasp_tool("nextpnr-ecp5"), "--log", "nextpnr.log", "--json", f"{name}.json", "--lpf", f"{name}.lpf",
                "--textcfg", f"{name}.config", "--report", pnr_report.name, "--timing-allow-fail",
                "--seed", str(seed)]
         cmd += plat._nextpnr_device_options[plat.device].split()
         cmd += ["--package", plat._nextpnr_package_options[plat.package].upper(), "--speed", str(plat.speed)]
     else:
-        cmd = [_tool("nextpnr-ice40"), "--log", "nextpnr.log", "--json", f"{name}.json", "--pcf", f"{name}.pcf",
+        cmd = [yowasp_tool("nextpnr-ice40"), "--log", "nextpnr.log", "--json", f"{name}.json", "--pcf", f"{name}.pcf",
                "--asc", f"{name}.asc", "--report", pnr_report.name, "--timing-allow-fail", "--seed", str(seed)]
         cmd += plat._nextpnr_device_options[plat.device].split()
         cmd += ["--package", plat.package.lower() + (plat._nextpnr_package_options.get(plat.device) or "")]
@@ -632,12 +632,12 @@ def build(board: str, out=None, *, lanes=None, clock_hz: int | None = None, mode
     # bitstream
     if dev.family == "ecp5":
         bit = out / f"{board}.bit"
-        times["pack"] = round(_run([_tool("ecppack"), "--compress", "--input", f"{name}.config",
+        times["pack"] = round(_run([yowasp_tool("ecppack"), "--compress", "--input", f"{name}.config",
                                     "--bit", f"{name}.bit"], bdir, log, "ecppack", bdir / "ecppack.out"), 2)
         shutil.copy(bdir / f"{name}.bit", bit)
     else:
         bit = out / f"{board}.bin"
-        times["pack"] = round(_run([_tool("icepack"), f"{name}.asc", f"{name}.bin"], bdir, log, "icepack",
+        times["pack"] = round(_run([yowasp_tool("icepack"), f"{name}.asc", f"{name}.bin"], bdir, log, "icepack",
                                    bdir / "icepack.out"), 2)
         shutil.copy(bdir / f"{name}.bin", bit)
     report["bitstream"] = bit.name
@@ -764,7 +764,7 @@ def patch(out, compiled, *, board: str | None = None, target: Target | None = No
         log(f"  {name}: {total} slices of 512 words replaced")
     model = man.get("config", {}).get("name") or compiled.name
     dest = Path(dest) if dest else out / f"{board}-{model}.bit"
-    _run([_tool("ecppack"), "--compress", "--input", str(cur.resolve()), "--bit", str(dest.resolve())], pdir, log,
+    _run([yowasp_tool("ecppack"), "--compress", "--input", str(cur.resolve()), "--bit", str(dest.resolve())], pdir, log,
          "ecppack", pdir / "ecppack.out")
     return dest
 

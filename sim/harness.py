@@ -243,8 +243,11 @@ def build(target, out_dir=None, *, core_factory=None, max_payload: int | None = 
 
     say = log or (lambda msg: None)
     t = resolve_target(target)
-    out = Path(out_dir) if out_dir is not None else \
-        default_build_dir(t).with_name(default_build_dir(t).name + (f"-{netlist}" if netlist else ""))
+    if out_dir is not None:
+        out = Path(out_dir)
+    else:
+        out = default_build_dir(t)
+        out = out.with_name(f"{out.name}-{netlist}") if netlist else out
     out.mkdir(parents=True, exist_ok=True)
     timeout = SIM_TIMEOUT if timeout is None else timeout
     max_payload = MAX_PAYLOAD if max_payload is None else max_payload

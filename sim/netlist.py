@@ -80,7 +80,7 @@ def synth_netlist(rtlil_text: str, toplevel: str, out_dir: Path, arch: str = "ec
     ToolError
         When Yosys fails (quotes the end of ``out_dir/yosys.log``).
     """
-    from ..hw.bitstream import SCRIPT_AFTER_READ, _tool
+    from ..hw.bitstream import SCRIPT_AFTER_READ, yowasp_tool
 
     model, share = cell_models(arch)
     out_dir = Path(out_dir)
@@ -90,7 +90,7 @@ def synth_netlist(rtlil_text: str, toplevel: str, out_dir: Path, arch: str = "ec
               f"tee -q -o netlist_stat.json stat -json; write_verilog -noattr netlist.v")
     log = out_dir / "yosys.log"
     with open(log, "w") as f:
-        r = subprocess.run([_tool("yosys"), "-q", "-p", script], cwd=out_dir, stdout=f, stderr=subprocess.STDOUT)
+        r = subprocess.run([yowasp_tool("yosys"), "-q", "-p", script], cwd=out_dir, stdout=f, stderr=subprocess.STDOUT)
     if r.returncode != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
         raise ToolError(f"yosys {ARCHS[arch]} of {toplevel} failed (exit {r.returncode}); log {log}:\n{tail}")
