@@ -41,6 +41,7 @@ import json
 import math
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -851,6 +852,8 @@ def cli(parser):
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
     parser.add_argument("--router", default="router2", choices=ROUTERS,
                         help="nextpnr router (default router2: router1 did not converge on the 256-lane ULX3S build)")
+    parser.add_argument("--nextpnr-args", default="", metavar="ARGS",
+                        help="extra nextpnr options, one shell-quoted string (e.g. \"--placer-heap-beta 0.8\")")
 
     def run(args):
         out = Path(args.output) if args.output else _default_out(args.board)
@@ -867,7 +870,8 @@ def cli(parser):
             return 0
         clock = None if args.clock_mhz is None else int(round(args.clock_mhz * 1e6))
         r = build(args.board, out, lanes=args.lanes, clock_hz=clock, model=args.model, baud=args.baud,
-                  synth_only=args.synth_only, seed=args.seed, router=args.router)
+                  synth_only=args.synth_only, seed=args.seed, router=args.router,
+                  nextpnr_opts=shlex.split(args.nextpnr_args))
         print(f"{out}: {r['status']}")
         for clk, v in r.get("fmax", {}).items():
             print(f"  Fmax {clk}: {v['achieved_mhz']} MHz (constraint {v['constraint_mhz']} MHz)")
