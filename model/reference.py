@@ -40,6 +40,19 @@ def activation_quant_codes(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     return (x * s_a).round().clamp(-128, 127), s_a
 
 
+def dithered_activation_quant_codes(x: torch.Tensor, noise: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training-only variant of :func:`activation_quant_codes` (``mmfree train --act-noise``).
+
+    The same scale ``s_a``; the codes round ``x * s_a + u`` with
+    ``u ~ Uniform(-noise, noise)`` drawn fresh for every element, so a model
+    trained so learns to tolerate activation codes one step off. Never used
+    at inference, evaluation or export.
+    """
+    s_a = 127.0 / x.abs().amax(dim=-1, keepdim=True).clamp(min=1e-5)
+    u = torch.empty_like(x).uniform_(-noise, noise)
+    return (x * s_a + u).round().clamp(-128, 127), s_a
+
+
 def weight_quant_codes(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Official per-tensor absmean ternary rule: codes in {-1, 0, 1} and ``s_w``.
 
@@ -76,6 +89,12 @@ class BitLinear(nn.Module):
 
     Straight-through estimators pass gradients to the latent float weight and
     to the normalized activations, as in the official training code.
+
+    ``act_noise`` (default 0, set by ``mmfree train --act-noise``) is a
+    training-only hook: while the module is in training mode and quantized,
+    the activation codes are rounded with uniform dither of that amplitude
+    (:func:`dithered_activation_quant_codes`); in eval mode, and whenever it
+    is 0, the forward is the official math unchanged.
     """
 
     def __init__(self, in_features: int, out_features: int, quantized: bool = True):
@@ -84,13 +103,17 @@ class BitLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         self.norm = RMSNorm(in_features, BITLINEAR_EPS)
         self.quantized = quantized
+        self.act_noise = 0.0
         nn.init.normal_(self.weight, std=0.02)
 
     def forward(self, x):
         xn = self.norm(x)
         w = self.weight
         if self.quantized:
-            codes, s_a = activation_quant_codes(xn)
+            if self.training and self.act_noise:
+                codes, s_a = dithered_activation_quant_codes(xn, self.act_noise)
+            else:
+                codes, s_a = activation_quant_codes(xn)
             xn = xn + (codes / s_a - xn).detach()
             t, s_w = weight_quant_codes(w)
             w = w + (t / s_w - w).detach()

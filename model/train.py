@@ -241,9 +241,12 @@ def _resolve_args(args) -> tuple[ModelConfig, dict]:
               seq_len=args.seq_len or preset.seq_len, lr=args.lr or preset.lr,
               min_lr_ratio=preset.min_lr_ratio if args.min_lr_ratio is None else args.min_lr_ratio,
               float_steps=0 if args.float else (preset.float_steps if args.float_steps is None
-                                                else args.float_steps))
+                                                else args.float_steps),
+              act_noise=0.0 if args.float else float(args.act_noise))
     if not 0 <= hp["float_steps"] < max(1, hp["steps"]):
         raise MmfreeError(f"--float-steps {hp['float_steps']} must be in 0..{hp['steps'] - 1} (fewer than --steps)")
+    if not 0.0 <= hp["act_noise"] <= 1.0:
+        raise MmfreeError(f"--act-noise {hp['act_noise']} must be in 0..1 (amplitude of the dither, in codes)")
     hp["warmup"] = args.warmup if args.warmup is not None else max(1, min(500, hp["steps"] // 20))
     return config, hp
 
@@ -339,9 +342,9 @@ def train(args) -> dict:
         st = torch.load(state_path, map_location=device, weights_only=False)
         if st["config"] != config.to_json() or st["run"]["quantized"] != (not args.float):
             raise MmfreeError(f"{state_path}: saved run has another model (config or --float differs)")
-        for k in ("steps", "batch_size", "seq_len", "seed", "float_steps"):
+        for k in ("steps", "batch_size", "seq_len", "seed", "float_steps", "act_noise"):
             if st["run"].get(k, 0) != run_info[k]:
-                raise MmfreeError(f"{state_path}: saved run has {k}={st['run'][k]}, this one {run_info[k]}")
+                raise MmfreeError(f"{state_path}: saved run has {k}={st['run'].get(k, 0)}, this one {run_info[k]}")
         lm.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         start, elapsed_before, tokens_before = st["step"], st["elapsed"], st["tokens"]
@@ -355,6 +358,10 @@ def train(args) -> dict:
         base_mod = DDP(loss_mod, device_ids=[local] if dev_type == "cuda" else None)
     step_mod = torch.compile(base_mod) if args.compile else base_mod
     from .reference import BitLinear
+
+    for mod in lm.modules():  # dithered activation codes in training mode only (--act-noise; 0: off)
+        if isinstance(mod, BitLinear):
+            mod.act_noise = hp["act_noise"]
 
     def set_quantized(on: bool):
         """Fake quantization on or off in every BitLinear (float warm start, ``--float-steps``)."""
@@ -525,6 +532,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     a("--float-steps", type=int, help="float warm start: train the first N steps without fake quantization, "
                                        "then quantization-aware to the end; the model saved is ternary "
                                        "(default: the preset's; ignored with --float)")
+    a("--act-noise", type=float, default=0.0,
+      help="quantization-aware steps only: round each BitLinear's int8 activation codes from x*s_a + u, "
+           "u ~ Uniform(-A, A) fresh per element and step (dithered rounding; straight-through gradient "
+           "unchanged); never at evaluation or export (default 0: off)")
     a("--weight-decay", type=float, default=0.05, help="AdamW weight decay of the matrices")
     a("--grad-clip", type=float, default=1.0, help="gradient-norm clip (0: off)")
     a("--seed", type=int, default=0, help="seed of the initial weights and of the batch order")
