@@ -5,9 +5,11 @@ One run measures everything it reports; nothing is stored between runs::
     mmfree bench                       # shipped models ecp5, ice40; 32 tokens; 370M compile; -> bench/
     mmfree bench --quick               # 8 tokens, no 370M compile
     mmfree bench --models ecp5 --tokens 64 --json out.json
+    mmfree bench --models ecp5,ecp5@8x8  # also the ULX3S target with 8 x 8 lanes
 
 For each shipped model and its target (``ecp5`` on ``ulx3s-85f``, ``ice40``
-on ``icebreaker``, :data:`MODEL_TARGETS`):
+on ``icebreaker``, :data:`MODEL_TARGETS`; ``MODEL@RxC`` runs the model's
+target with another tile, :data:`DEFAULT_MODELS` includes ``ecp5@8x8``):
 
 * **Cycles**: the model is compiled for the target (cached), the Verilator
   harness of the SoC (:mod:`mmfree.sim.harness`) is built for it (cached)
@@ -24,7 +26,8 @@ on ``icebreaker``, :data:`MODEL_TARGETS`):
   the ternary weights of every LINEAR in the compiled manifest (head
   included) and ``lanes = rows * cols``; utilization = roofline / measured.
 * **Board projection**: Fmax from the last build report
-  ``bitstreams/BOARD/report.json`` (``mmfree bitstream``) if there is one,
+  ``bitstreams/BOARD/report.json`` (``bitstreams/BOARD-RxC/`` for another
+  tile; ``mmfree bitstream``) if there is one,
   and tokens per second = Fmax / cycles per token; the link's bytes per
   generated token (a TOPK frame for the target's ``k`` plus the GENERATE
   command and GENERATE_DONE frames amortized, all encoded with
@@ -61,6 +64,7 @@ import json
 import math
 import os
 import platform
+import re
 import struct
 import sys
 import time
@@ -74,12 +78,26 @@ import numpy as np
 from mmfree import protocol as P
 from mmfree.errors import MmfreeError
 
-__all__ = ["MODEL_TARGETS", "CLASSES", "PAPER_BLOCK", "roofline_cycles", "manifest_trits", "per_token",
-           "link_bytes", "link_bound_tps", "read_fmax", "block_config", "measure_harness", "host_speeds",
+__all__ = ["MODEL_TARGETS", "DEFAULT_MODELS", "parse_model_spec", "CLASSES", "PAPER_BLOCK", "roofline_cycles",
+           "manifest_trits", "per_token", "link_bytes", "link_bound_tps", "read_fmax", "block_config", "measure_harness", "host_speeds",
            "run_bench", "report_markdown", "readme_section", "write_report", "plot_cycles", "write_png", "cli"]
 
 #: Shipped model -> the target it is benchmarked on.
 MODEL_TARGETS = {"ecp5": "ulx3s-85f", "ice40": "icebreaker"}
+#: what ``mmfree bench`` runs without ``--models``: the shipped models on their targets, and the
+#: ULX3S at 8 x 8 lanes (the largest tile that place-and-routes there today; docs/bitstreams.md)
+DEFAULT_MODELS = ("ecp5", "ice40", "ecp5@8x8")
+
+
+def parse_model_spec(spec: str) -> tuple[str, str, str | None]:
+    """``MODEL`` or ``MODEL@RxC`` -> (model, target name, lanes or None)."""
+    name, _, lanes = spec.partition("@")
+    if name not in MODEL_TARGETS:
+        raise MmfreeError(f"unknown model {name!r}; benchmarked models: {', '.join(MODEL_TARGETS)} "
+                          f"(optionally MODEL@RxC for another tile)")
+    if lanes and not re.fullmatch(r"[1-9][0-9]*x[1-9][0-9]*", lanes):
+        raise MmfreeError(f"{spec!r}: the tile after @ must look like ROWSxCOLS (e.g. ecp5@8x8)")
+    return name, MODEL_TARGETS[name], lanes or None
 #: Cycle-counter classes, in COUNTER_NAMES order (everything after cycles and tokens).
 CLASSES = tuple(n for n in P.COUNTER_NAMES if n not in ("cycles", "tokens"))
 #: The reference point of the paper (Zhu et al. 2024, "Scalable MatMul-free Language Modeling", FPGA
@@ -163,7 +181,9 @@ def read_fmax(board: str, bitstreams: Path, target=None) -> dict:
     "status", "built", "lanes"}``. The core clock is the report's only clock, else the one whose
     constraint is the target clock, else the slowest.
     """
-    path = Path(bitstreams) / board / "report.json"
+    from mmfree.hw.bitstream import report_dir
+
+    path = report_dir(board, target, bitstreams) / "report.json"
     out = {"file": str(path), "available": False}
     if not path.is_file():
         out["reason"] = "no build report"
@@ -323,7 +343,7 @@ def _core_support(target) -> str | None:
     return reason
 
 
-def _measure_model(name: str, tname: str, tokens: int, bitstreams: Path, log) -> dict:
+def _measure_model(name: str, tname: str, tokens: int, bitstreams: Path, log, lanes: str | None = None) -> dict:
     from mmfree.compiler.compile import resolve_target
     from mmfree.config import ModelConfig
     from mmfree.host.generate import compile_cached
@@ -331,9 +351,10 @@ def _measure_model(name: str, tname: str, tokens: int, bitstreams: Path, log) ->
     from mmfree.model.checkpoint import resolve
     from mmfree.sim.harness import target_from_compiled
 
-    base = resolve_target(tname)
+    base = resolve_target(tname, lanes)
     ckpt = resolve(name)
-    row = {"model": name, "target": tname, "board": base.board, "rows": base.rows, "cols": base.cols,
+    row = {"model": name, "target": tname + (f"@{lanes}" if lanes else ""), "board": base.board,
+           "rows": base.rows, "cols": base.cols,
            "lanes": base.lanes, "vec_lanes": base.vec_lanes, "topk": base.topk, "clock_hz": base.clock_hz,
            "supported": False, "reasons": []}
     try:
@@ -446,7 +467,7 @@ def _environment() -> dict:
             "numpy": np.__version__, "torch": torch.__version__}
 
 
-def run_bench(models=("ecp5", "ice40"), tokens: int = DEFAULT_TOKENS, quick: bool = False,
+def run_bench(models=DEFAULT_MODELS, tokens: int = DEFAULT_TOKENS, quick: bool = False,
               bitstreams: Path | None = None, cache: Path | None = None, block: bool = True,
               log: Callable[[str], None] = _say) -> dict:
     """Every measurement of ``mmfree bench``; returns the report dict (see :func:`write_report`)."""
@@ -460,10 +481,9 @@ def run_bench(models=("ecp5", "ice40"), tokens: int = DEFAULT_TOKENS, quick: boo
            "settings": {"models": list(models), "tokens": tokens, "quick": quick, "bitstreams": str(bitstreams),
                         "cache": str(cache), "first_token": FIRST_TOKEN},
            "models": []}
-    for name in models:
-        if name not in MODEL_TARGETS:
-            raise MmfreeError(f"unknown model {name!r}; benchmarked models: {', '.join(MODEL_TARGETS)}")
-        rep["models"].append(_measure_model(name, MODEL_TARGETS[name], tokens, bitstreams, log))
+    specs = [parse_model_spec(m) for m in models]          # all checked before anything runs
+    for name, tname, lanes in specs:
+        rep["models"].append(_measure_model(name, tname, tokens, bitstreams, log, lanes))
     if block:
         from mmfree.compiler.compile import resolve_target
 
@@ -788,8 +808,9 @@ def write_report(rep: dict, out_dir, json_file=None, plot: bool = True, use_matp
 # --------------------------------------------------------------------------- CLI
 
 def cli(parser):
-    parser.add_argument("--models", default=",".join(MODEL_TARGETS),
-                        help=f"comma-separated shipped models (default {','.join(MODEL_TARGETS)}; targets: "
+    parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
+                        help=f"comma-separated shipped models, MODEL or MODEL@RxC for another tile (default "
+                             f"{','.join(DEFAULT_MODELS)}; targets: "
                              + ", ".join(f"{m} on {t}" for m, t in MODEL_TARGETS.items()) + ")")
     parser.add_argument("--tokens", type=int, default=None,
                         help=f"tokens per GENERATE and per host measurement (default {DEFAULT_TOKENS}, "

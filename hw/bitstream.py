@@ -53,8 +53,8 @@ import numpy as np
 from mmfree.errors import CapacityError, MmfreeError, ToolError
 from mmfree.targets import Target
 
-__all__ = ["DEVICES", "Device", "yowasp_tool", "board_target", "parse_lanes", "estimate", "placeholder_images",
-           "PatchableCore", "build", "patch", "cli"]
+__all__ = ["DEVICES", "Device", "yowasp_tool", "board_target", "parse_lanes", "report_dir", "estimate",
+           "placeholder_images", "PatchableCore", "build", "patch", "cli"]
 
 #: Yosys commands run between reading the design and synthesis.
 SCRIPT_AFTER_READ = "rename -hide w:*]"
@@ -465,8 +465,19 @@ def log_critical_path(log_text: str, limit: int = 60) -> list[str]:
 
 # ------------------------------------------------------------------ build
 
-def _default_out(board: str) -> Path:
-    return Path("bitstreams") / board
+def report_dir(board: str, target: Target | None = None, root="bitstreams") -> Path:
+    """Where ``board``'s build for ``target`` goes: ``ROOT/BOARD``, or ``ROOT/BOARD-RxC`` for another tile.
+
+    The board's own tile (its target's, or :func:`board_target`'s default) keeps the plain name, so
+    builds of other lane counts never overwrite its report; ``mmfree bench`` reads the same paths.
+    """
+    from mmfree import targets
+
+    root = Path(root)
+    if target is None:
+        return root / board
+    own = {(t.rows, t.cols) for t in (targets.get(board), board_target(board))}
+    return root / (board if (target.rows, target.cols) in own else f"{board}-{target.rows}x{target.cols}")
 
 
 def _compiled_model(model: str, target: Target, out: Path, log) -> Path:
@@ -511,10 +522,10 @@ def build(board: str, out=None, *, lanes=None, clock_hz: int | None = None, mode
         raise MmfreeError(f"unknown board {board!r}; known boards: {', '.join(DEVICES)}")
     if router not in ROUTERS:
         raise MmfreeError(f"unknown router {router!r}; nextpnr has {', '.join(ROUTERS)}")
-    out = Path(out) if out is not None else _default_out(board)
     t_all = time.perf_counter()
     times: dict[str, float] = {}
     target = board_target(board, lanes, clock_hz)
+    out = Path(out) if out is not None else report_dir(board, target)
     log(f"{board}: {target.rows}x{target.cols} = {target.lanes} lanes, vec_lanes {target.vec_lanes}, "
         f"{target.clock_hz / 1e6:g} MHz")
     out.mkdir(parents=True, exist_ok=True)
@@ -838,7 +849,8 @@ def cli(parser):
     parser.add_argument("--board", required=True, choices=sorted(DEVICES), help="board to build for")
     parser.add_argument("--lanes", default=None,
                         help="TAC lanes: a square count (256) or ROWSxCOLS (16x16); default: the board target's")
-    parser.add_argument("-o", "--output", default=None, help="output directory (default bitstreams/BOARD)")
+    parser.add_argument("-o", "--output", default=None,
+                        help="output directory (default bitstreams/BOARD, or bitstreams/BOARD-RxC for other lanes)")
     parser.add_argument("--model", default=None,
                         help="compiled directory or checkpoint / shipped model name: checked for capacity before "
                              "anything is built, and patched into BOARD-MODEL.bit after the build")
@@ -856,7 +868,7 @@ def cli(parser):
                         help="extra nextpnr options, one shell-quoted string (e.g. \"--placer-heap-beta 0.8\")")
 
     def run(args):
-        out = Path(args.output) if args.output else _default_out(args.board)
+        out = Path(args.output) if args.output else report_dir(args.board, board_target(args.board, args.lanes))
         if args.patch:
             if not args.model:
                 raise MmfreeError("--patch needs --model")

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from mmfree import protocol as P
+from mmfree.errors import MmfreeError
 from mmfree.config import ModelConfig, default_intermediate_size
 from mmfree.host import bench as B
 
@@ -145,6 +146,33 @@ def test_read_fmax(tmp_path):
             fmax={"clk": {"achieved_mhz": 6.83, "constraint_mhz": 100.0, "met": False}})
     r = B.read_fmax("ulx3s-85f", tmp_path, t)
     assert not r["available"] and r["reason"].startswith("build report is not routed (status: placed, routing")
+
+
+def test_read_fmax_other_tile(tmp_path):
+    from mmfree.compiler.compile import resolve_target
+
+    t8 = resolve_target("ulx3s-85f", "8x8")
+    _report(tmp_path / "ulx3s-85f", fmax={"clk": {"achieved_mhz": 20.0, "constraint_mhz": 100.0, "met": False}})
+    r = B.read_fmax("ulx3s-85f", tmp_path, t8)
+    assert not r["available"] and r["reason"] == "no build report"
+    assert r["file"].endswith("ulx3s-85f-8x8/report.json")
+    _report(tmp_path / "ulx3s-85f-8x8", lanes=64, target={"rows": 8, "cols": 8, "clock_hz": 30_000_000},
+            fmax={"clk": {"achieved_mhz": 31.5, "constraint_mhz": 30.0, "met": True}})
+    r = B.read_fmax("ulx3s-85f", tmp_path, t8)
+    assert r["available"] and r["achieved_mhz"] == 31.5 and r["met"] is True
+    # the board's own tile still reads bitstreams/BOARD
+    assert B.read_fmax("ulx3s-85f", tmp_path, resolve_target("ulx3s-85f"))["achieved_mhz"] == 20.0
+
+
+def test_parse_model_spec():
+    assert B.parse_model_spec("ecp5") == ("ecp5", "ulx3s-85f", None)
+    assert B.parse_model_spec("ecp5@8x8") == ("ecp5", "ulx3s-85f", "8x8")
+    with pytest.raises(MmfreeError, match=r"unknown model 'tiny'; benchmarked models: ecp5, ice40"):
+        B.parse_model_spec("tiny@8x8")
+    with pytest.raises(MmfreeError, match=r"'ecp5@8': the tile after @ must look like ROWSxCOLS"):
+        B.parse_model_spec("ecp5@8")
+    with pytest.raises(MmfreeError, match="unknown model"):
+        B.run_bench(models=("ecp5", "nope"))          # checked before anything runs
 
 
 # --------------------------------------------------------------------------- report writing

@@ -55,6 +55,19 @@ def test_board_targets():
         bs.board_target("de10")
 
 
+def test_report_dir():
+    from pathlib import Path
+
+    assert bs.report_dir("ulx3s-85f") == Path("bitstreams/ulx3s-85f")
+    assert bs.report_dir("ulx3s-85f", bs.board_target("ulx3s-85f")) == Path("bitstreams/ulx3s-85f")
+    assert bs.report_dir("ulx3s-85f", bs.board_target("ulx3s-85f", "8x8"), "/r") == Path("/r/ulx3s-85f-8x8")
+    # the iCEBreaker's own 4x5 target and the core's 4x4 tile both keep the plain name
+    from mmfree.targets import get
+
+    assert bs.report_dir("icebreaker", get("icebreaker")) == Path("bitstreams/icebreaker")
+    assert bs.report_dir("icebreaker", bs.board_target("icebreaker")) == Path("bitstreams/icebreaker")
+
+
 def ulx3s_memories(t: Target, max_payload: int = 4096) -> list[tuple[str, int, int]]:
     L = t.vec_lanes
     return [("wmem", t.memory("wmem").width, t.memory("wmem").depth),
