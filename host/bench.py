@@ -351,7 +351,11 @@ def _measure_model(name: str, tname: str, tokens: int, bitstreams: Path, log, la
     from mmfree.model.checkpoint import resolve
     from mmfree.sim.harness import target_from_compiled
 
-    base = resolve_target(tname, lanes)
+    base = resolve_target(tname)
+    if lanes is not None:               # another tile, shaped as the bitstream flow builds it (vec_lanes = rows)
+        from mmfree.hw.bitstream import board_target
+
+        base = board_target(base.board, lanes, base=base)
     ckpt = resolve(name)
     row = {"model": name, "target": tname + (f"@{lanes}" if lanes else ""), "board": base.board,
            "rows": base.rows, "cols": base.cols,
@@ -384,10 +388,10 @@ def _measure_model(name: str, tname: str, tokens: int, bitstreams: Path, log, la
                                                                                     "reason": "no board"}
     if row["reasons"]:
         row["not_supported"] = "; ".join(row["reasons"])
-        log(f"{name} on {tname}: not supported: {row['not_supported']}")
+        log(f"{name} on {row['target']}: not supported: {row['not_supported']}")
         return row
     row["supported"] = True
-    log(f"{name} on {tname}: harness, {tokens} tokens")
+    log(f"{name} on {row['target']}: harness, {tokens} tokens")
     h = measure_harness(compiled, tokens, log)
     row.update(h)
     pt = h["per_token"]
@@ -550,7 +554,7 @@ def report_markdown(rep: dict, plot_name: str | None = "cycles.png") -> str:
     if b:
         L.append(f"- d={b['config']['hidden_size']} block: {b['check']}.")
     L += ["", "## Board projection", "",
-          "| model | board | Fmax | cycles/token | compute-bound tok/s | link bytes/token | UART baud | "
+          "| model | target | Fmax | cycles/token | compute-bound tok/s | link bytes/token | UART baud | "
           "link-bound tok/s | projected tok/s |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         fm = r.get("fmax", {})
@@ -560,10 +564,10 @@ def report_markdown(rep: dict, plot_name: str | None = "cycles.png") -> str:
         fsrc = (f"{fm['achieved_mhz']:.1f} MHz ({fm['clock']}{met}, `{_rel(fm['file'])}`)" if fm.get("available")
                 else f"{fm.get('reason', 'none')} (`{_rel(fm['file'])}`)" if fm.get("file") else fm.get("reason", "–"))
         if not r["supported"]:
-            L.append(f"| {r['model']} | {r['board']} | {fsrc} | not supported | | | {_f(r.get('baud'))} | | |")
+            L.append(f"| {r['model']} | {r['target']} | {fsrc} | not supported | | | {_f(r.get('baud'))} | | |")
             continue
         lk = r["link"]
-        L.append(f"| {r['model']} | {r['board']} | {fsrc} | {r['cycles_per_token']:,.0f} | "
+        L.append(f"| {r['model']} | {r['target']} | {fsrc} | {r['cycles_per_token']:,.0f} | "
                  f"{_f(r.get('compute_bound_tps'))} | {lk['generate_down']:.2f} down + {lk['generate_up']:.2f} up | "
                  f"{_f(lk.get('baud'))} | {_f(lk.get('generate_bound_tps'))} | {_f(r.get('projected_tps'))} |")
     L += ["", "Compute-bound: Fmax / measured cycles per token. Link bytes per generated token in a GENERATE: "
