@@ -742,8 +742,10 @@ def patch(out, compiled, *, board: str | None = None, target: Target | None = No
     if dev.family != "ecp5":
         raise MmfreeError(f"{board}: patching is implemented for ECP5 (ecpbram) only; the iCEBreaker's weights "
                           f"live in SPRAM, which a bitstream cannot initialise, and are loaded over the link")
-    src = out / "build" / "top.config"
-    cur = src
+    # ecpbram (WebAssembly) gets names relative to its working directory: absolute paths outside it
+    # are not always visible in its sandbox (it then exits 0 and writes nothing)
+    cur = pdir / "top.config"
+    shutil.copy(out / "build" / "top.config", cur)
     for name in PATCHABLE:
         mem = target.memory(name)
         if not mem.init or mem.depth is None:
@@ -764,8 +766,11 @@ def patch(out, compiled, *, board: str | None = None, target: Target | None = No
         write_hex(pdir / f"{name}.from.hex", old, pw)
         write_hex(pdir / f"{name}.to.hex", new, pw)
         nxt = pdir / f"{name}.config"
-        _run(ecpbram_command() + ["-i", str(cur.resolve()), "-o", str(nxt.resolve()), "-f", f"{name}.from.hex",
-                                  "-t", f"{name}.to.hex"], pdir, log, f"ecpbram {name}", pdir / f"{name}.ecpbram.out")
+        nxt.unlink(missing_ok=True)
+        _run(ecpbram_command() + ["-i", cur.name, "-o", nxt.name, "-f", f"{name}.from.hex", "-t", f"{name}.to.hex"],
+             pdir, log, f"ecpbram {name}", pdir / f"{name}.ecpbram.out")
+        if not nxt.is_file():
+            raise MmfreeError(f"ecpbram {name}: wrote no {nxt} (see {pdir / f'{name}.ecpbram.out'})")
         cur = nxt
         text = cur.read_text()
         left = locate_image(text, old, pw)[1]
@@ -776,8 +781,11 @@ def patch(out, compiled, *, board: str | None = None, target: Target | None = No
         log(f"  {name}: {total} slices of 512 words replaced")
     model = man.get("config", {}).get("name") or compiled.name
     dest = Path(dest) if dest else out / f"{board}-{model}.bit"
-    _run([yowasp_tool("ecppack"), "--compress", "--input", str(cur.resolve()), "--bit", str(dest.resolve())], pdir, log,
+    _run([yowasp_tool("ecppack"), "--compress", "--input", cur.name, "--bit", "patched.bit"], pdir, log,
          "ecppack", pdir / "ecppack.out")
+    if not (pdir / "patched.bit").is_file():
+        raise MmfreeError(f"ecppack wrote no bitstream (see {pdir / 'ecppack.out'})")
+    shutil.copy(pdir / "patched.bit", dest)
     return dest
 
 
