@@ -507,6 +507,12 @@ def run_bench(models=DEFAULT_MODELS, tokens: int = DEFAULT_TOKENS, quick: bool =
 
 # --------------------------------------------------------------------------- the report
 
+def _label(r: dict) -> str:
+    """A model row's name in notes and the host table: ``ecp5``, or ``ecp5@8x8`` for another tile."""
+    _, at, lanes = r["target"].partition("@")
+    return r["model"] + (f"@{lanes}" if at else "")
+
+
 def _f(v, fmt="{:,.0f}", none="–"):
     return none if v is None else fmt.format(v)
 
@@ -548,7 +554,7 @@ def report_markdown(rep: dict, plot_name: str | None = "cycles.png") -> str:
           "TOPK of the run equals the golden machine run from the same images.", ""]
     for r in rows:
         if r["supported"]:
-            L.append(f"- {r['model']}: {r['check']}; padded tiles {r['padded_tiles']:,} "
+            L.append(f"- {_label(r)}: {r['check']}; padded tiles {r['padded_tiles']:,} "
                      f"(the matrix streams one per cycle); span of the free-running cycle counter "
                      f"{r['per_token']['span']:,.0f} per token (includes waiting for the host).")
     if b:
@@ -576,13 +582,13 @@ def report_markdown(rep: dict, plot_name: str | None = "cycles.png") -> str:
           "bytes (the UART is full duplex). Projected = the smaller of the two."]
     for r in rows:
         if r["supported"] and r.get("target_clock_tps"):
-            L.append(f"- {r['model']}: at the target's design clock ({r['clock_hz'] / 1e6:g} MHz, not a timing "
+            L.append(f"- {_label(r)}: at the target's design clock ({r['clock_hz'] / 1e6:g} MHz, not a timing "
                      f"result) {r['target_clock_tps']:,.0f} tok/s compute-bound. One STEP round trip moves "
                      f"{r['link']['step_up']} + {r['link']['step_down']} bytes.")
     L += ["", "## Measured on this machine (batch 1, tokens per second)", "",
           "| model | Verilator harness | golden numpy (GoldenModel) | golden machine (images) | float PyTorch step |",
           "|---|---:|---:|---:|---:|"]
-    hosts = [(r["model"], r) for r in rows if r["supported"]]
+    hosts = [(_label(r), r) for r in rows if r["supported"]]
     if b:
         hosts.append((f"d={b['config']['hidden_size']} block", b))
     for name, r in hosts:
