@@ -657,7 +657,8 @@ def build(board: str, out=None, *, lanes=None, clock_hz: int | None = None, mode
     if compiled is not None:
         t0 = time.perf_counter()
         try:
-            pb = patch(out, compiled, board=board, target=target, log=log)
+            pb = patch(out, compiled, board=board, target=target, dest=out / f"{board}-{Path(model).name}.bit",
+                       log=log)
             report["patched_bitstream"] = pb.name
         except MmfreeError as e:
             report["patch_error"] = str(e)
@@ -886,7 +887,8 @@ def cli(parser):
             target = board_target(args.board, f"{rep['target']['rows']}x{rep['target']['cols']}",
                                   rep["target"]["clock_hz"])
             compiled = _compiled_model(args.model, target, out, print)
-            print(patch(out, compiled, board=args.board, target=target))
+            dest = out / f"{args.board}-{Path(args.model).name}.bit"      # ulx3s-85f-ecp5.bit
+            print(patch(out, compiled, board=args.board, target=target, dest=dest))
             return 0
         clock = None if args.clock_mhz is None else int(round(args.clock_mhz * 1e6))
         r = build(args.board, out, lanes=args.lanes, clock_hz=clock, model=args.model, baud=args.baud,
