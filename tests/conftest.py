@@ -70,6 +70,19 @@ def heldout_bytes() -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """A small prebuilt training data directory (real stdlib bytes, cut short) so training runs take seconds."""
+    from mmfree.model.data import load_split
+
+    d = tmp_path_factory.mktemp("data")
+    train = load_split("train")
+    train[:40_000].tofile(d / "train.bin")
+    train[-4_000:].tofile(d / "valid.bin")
+    load_split("heldout")[:3_000].tofile(d / "heldout.bin")
+    return d
+
+
+@pytest.fixture(scope="session")
 def tiny_ckpt(tmp_path_factory) -> Path:
     """A random official-format checkpoint: d 32, 3 layers, lower bounds on, byte vocabulary."""
     from mmfree.model.checkpoint import random_checkpoint

@@ -20,19 +20,6 @@ TINY = ["--preset", "tiny", "--hidden-size", "16", "--layers", "2", "--intermedi
         "--eval-every", "3", "--valid-windows", "4", "--save-every", "0"]
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    """A small prebuilt data directory (real stdlib bytes, cut short) so runs take seconds."""
-    from mmfree.model.data import load_split
-
-    d = tmp_path_factory.mktemp("data")
-    train = load_split("train")
-    train[:40_000].tofile(d / "train.bin")
-    train[-4_000:].tofile(d / "valid.bin")
-    load_split("heldout")[:3_000].tofile(d / "heldout.bin")
-    return d
-
-
 def run(out, data, *extra):
     return tr.train(tr.parse_args([*TINY, "--data", str(data), "--out", str(out), *extra]))
 

@@ -21,18 +21,6 @@ TINY = ["--preset", "tiny", "--hidden-size", "16", "--layers", "2", "--intermedi
 CONFIG = ModelConfig(vocab_size=256, hidden_size=16, num_hidden_layers=2, intermediate_size=32)
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    from mmfree.model.data import load_split
-
-    d = tmp_path_factory.mktemp("data")
-    train = load_split("train")
-    train[:20_000].tofile(d / "train.bin")
-    train[-4_000:].tofile(d / "valid.bin")
-    load_split("heldout")[:3_000].tofile(d / "heldout.bin")
-    return d
-
-
 def run(out, data, *extra):
     return tr.train(tr.parse_args([*TINY, "--data", str(data), "--out", str(out), *extra]))
 
