@@ -657,8 +657,7 @@ def build(board: str, out=None, *, lanes=None, clock_hz: int | None = None, mode
     if compiled is not None:
         t0 = time.perf_counter()
         try:
-            pb = patch(out, compiled, board=board, target=target, dest=out / f"{board}-{Path(model).name}.bit",
-                       log=log)
+            pb = patch(out, compiled, board=board, target=target, log=log)
             report["patched_bitstream"] = pb.name
         except MmfreeError as e:
             report["patch_error"] = str(e)
@@ -780,7 +779,7 @@ def patch(out, compiled, *, board: str | None = None, target: Target | None = No
         if len(set(_hex_slices(new, pw))) == len(_hex_slices(new, pw)) and locate_image(text, new, pw)[1] != total:
             raise MmfreeError(f"{name}: the new contents are not all in the patched configuration")
         log(f"  {name}: {total} slices of 512 words replaced")
-    model = man.get("config", {}).get("name") or compiled.name
+    model = Path(man.get("checkpoint") or compiled.name).name       # the checkpoint compiled: ulx3s-85f-ecp5.bit
     dest = Path(dest) if dest else out / f"{board}-{model}.bit"
     _run([yowasp_tool("ecppack"), "--compress", "--input", cur.name, "--bit", "patched.bit"], pdir, log,
          "ecppack", pdir / "ecppack.out")
@@ -887,8 +886,7 @@ def cli(parser):
             target = board_target(args.board, f"{rep['target']['rows']}x{rep['target']['cols']}",
                                   rep["target"]["clock_hz"])
             compiled = _compiled_model(args.model, target, out, print)
-            dest = out / f"{args.board}-{Path(args.model).name}.bit"      # ulx3s-85f-ecp5.bit
-            print(patch(out, compiled, board=args.board, target=target, dest=dest))
+            print(patch(out, compiled, board=args.board, target=target))
             return 0
         clock = None if args.clock_mhz is None else int(round(args.clock_mhz * 1e6))
         r = build(args.board, out, lanes=args.lanes, clock_hz=clock, model=args.model, baud=args.baud,

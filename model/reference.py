@@ -36,8 +36,12 @@ def activation_quant_codes(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
 
     ``s_a = 127 / clamp(max|x|, min=1e-5)``; ``codes = clamp(round(x * s_a), -128, 127)``.
     """
-    s_a = 127.0 / x.abs().amax(dim=-1, keepdim=True).clamp(min=1e-5)
+    s_a = _activation_scale(x)
     return (x * s_a).round().clamp(-128, 127), s_a
+
+
+def _activation_scale(x: torch.Tensor) -> torch.Tensor:
+    return 127.0 / x.abs().amax(dim=-1, keepdim=True).clamp(min=1e-5)
 
 
 def dithered_activation_quant_codes(x: torch.Tensor, noise: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,7 +52,7 @@ def dithered_activation_quant_codes(x: torch.Tensor, noise: float) -> tuple[torc
     trained so learns to tolerate activation codes one step off. Never used
     at inference, evaluation or export.
     """
-    s_a = 127.0 / x.abs().amax(dim=-1, keepdim=True).clamp(min=1e-5)
+    s_a = _activation_scale(x)
     u = torch.empty_like(x).uniform_(-noise, noise)
     return (x * s_a + u).round().clamp(-128, 127), s_a
 
