@@ -31,7 +31,7 @@ import numpy as np
 from mmfree import isa
 from mmfree.compiled import CompiledModel
 from mmfree.errors import MmfreeError
-from mmfree.targets import Target, get
+from mmfree.targets import Target, get, parse_tile
 
 from . import layout as lay
 from .fold import fold, ternarize
@@ -54,20 +54,17 @@ class CompileResult:
     seconds: dict[str, float]
 
 
-def resolve_target(name: str | Target, lanes: str | tuple[int, int] | None = None,
+def resolve_target(name: str | Target, lanes: str | tuple[int, ...] | None = None,
                    packing: str | None = None) -> Target:
-    """A target by name, optionally with another tile shape (``"RxC"``) or packing."""
+    """A target by name, optionally with another tile shape (``"RxC"``, or ``"RxC/V"`` with the vector
+    lanes the vectors are aligned to) or packing."""
     t = name if isinstance(name, Target) else get(name)
     try:
         if lanes is not None:
-            if isinstance(lanes, str):
-                try:
-                    r, c = (int(v) for v in lanes.lower().split("x"))
-                except ValueError:
-                    raise MmfreeError(f"--lanes must look like ROWSxCOLS (e.g. 16x16), got {lanes!r}") from None
-            else:
-                r, c = lanes
+            r, c, v = parse_tile(lanes)
             t = t.with_lanes(r, c)
+            if v is not None:
+                t = dataclasses.replace(t, vec_lanes=v)
         if packing is not None:
             t = t.with_packing(packing)
     except ValueError as e:
@@ -190,7 +187,7 @@ def cli(parser):
     parser.add_argument("--keep-steps", action="store_true", help="write every step's artifact to OUTPUT/steps/")
     parser.add_argument("--emb-bits", type=int, choices=(8, 16), default=None,
                         help="embedding code width (default: the target's)")
-    parser.add_argument("--lanes", default=None, help="override the tile shape, ROWSxCOLS (e.g. 8x32)")
+    parser.add_argument("--lanes", default=None, help="override the tile shape, ROWSxCOLS (e.g. 8x32), or ROWSxCOLS/VEC to align vectors to VEC lanes")
     parser.add_argument("--packing", choices=("b3", "2b"), default=None, help="override the weight packing")
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
 

@@ -50,9 +50,9 @@ and the plot ``bench/cycles.png`` (matplotlib when installed, the
 ``[bench]`` extra; else a small built-in PNG writer draws the bars without
 text).
 
-A target the core cannot build (the iCEBreaker's 4 x 5 lanes with one
-vector lane: the core needs ``rows == cols == vec_lanes``), or a model that
-does not fit its target, is reported as not supported with the reason.
+A target the core cannot build (the iCEBreaker's 4 x 5 lanes: the core
+needs powers of two), or a model that does not fit its target, is reported
+as not supported with the reason.
 """
 
 from __future__ import annotations
@@ -90,13 +90,14 @@ DEFAULT_MODELS = ("ecp5", "ice40", "ecp5@8x8")
 
 
 def parse_model_spec(spec: str) -> tuple[str, str, str | None]:
-    """``MODEL`` or ``MODEL@RxC`` -> (model, target name, lanes or None)."""
+    """``MODEL``, ``MODEL@RxC`` or ``MODEL@RxC/V`` -> (model, target name, lanes or None)."""
     name, _, lanes = spec.partition("@")
     if name not in MODEL_TARGETS:
         raise MmfreeError(f"unknown model {name!r}; benchmarked models: {', '.join(MODEL_TARGETS)} "
-                          f"(optionally MODEL@RxC for another tile)")
-    if lanes and not re.fullmatch(r"[1-9][0-9]*x[1-9][0-9]*", lanes):
-        raise MmfreeError(f"{spec!r}: the tile after @ must look like ROWSxCOLS (e.g. ecp5@8x8)")
+                          f"(optionally MODEL@RxC or MODEL@RxC/V for another tile)")
+    if lanes and not re.fullmatch(r"[1-9][0-9]*x[1-9][0-9]*(/[1-9][0-9]*)?", lanes):
+        raise MmfreeError(f"{spec!r}: the tile after @ must look like ROWSxCOLS or ROWSxCOLS/VEC "
+                          f"(e.g. ecp5@8x8, ecp5@16x16/4)")
     return name, MODEL_TARGETS[name], lanes or None
 #: Cycle-counter classes, in COUNTER_NAMES order (everything after cycles and tokens).
 CLASSES = tuple(n for n in P.COUNTER_NAMES if n not in ("cycles", "tokens"))
@@ -352,7 +353,7 @@ def _measure_model(name: str, tname: str, tokens: int, bitstreams: Path, log, la
     from mmfree.sim.harness import target_from_compiled
 
     base = resolve_target(tname)
-    if lanes is not None:               # another tile, shaped as the bitstream flow builds it (vec_lanes = rows)
+    if lanes is not None:               # another tile, shaped as the bitstream flow builds it
         from mmfree.hw.bitstream import board_target
 
         base = board_target(base.board, lanes, base=base)

@@ -162,6 +162,10 @@ def check_fits(compiled: CompiledImages, info: P.Info) -> None:
     if (t["rows"], t["cols"]) != (info.rows, info.cols):
         raise MmfreeError(f"{compiled.path}: compiled for {t['rows']}x{t['cols']} TAC lanes ({t['name']}), the "
                           f"device has {info.rows}x{info.cols}; compile for a target with the device's lanes")
+    if int(t.get("vec_lanes", info.vec_lanes)) % info.vec_lanes:
+        raise MmfreeError(f"{compiled.path}: vectors aligned to {t['vec_lanes']} lanes, the device's core has "
+                          f"{info.vec_lanes} vector lanes and needs a multiple of that; compile with "
+                          f"--lanes {info.rows}x{info.cols}/{info.vec_lanes}")
     mems = {m.mem: m for m in info.memories}
     need = {name: (width, len(data) // word_bytes(width)) for name, (width, data) in compiled.images.items()}
     vmem = compiled.manifest.get("capacity", {}).get("vmem", {})

@@ -22,6 +22,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -80,13 +81,15 @@ def pick_target(info: P.Info, name: str | None = None) -> Target:
         if (t.rows, t.cols) != (info.rows, info.cols):
             raise MmfreeError(f"target {t.name} has {t.rows}x{t.cols} TAC lanes, the device {info.rows}x{info.cols}; "
                               "pick a target with the device's lanes (or omit --target)")
+        if t.vec_lanes % info.vec_lanes:            # align the vectors to the device's vector lanes
+            t = dataclasses.replace(t, vec_lanes=info.vec_lanes)
         return t
     width = _wmem_width(info)
     depths = {m.mem: m.depth for m in info.memories}
     ids = {"wmem": P.MemoryId.WMEM, "cmem": P.MemoryId.CMEM, "vmem": P.MemoryId.VMEM, "pmem": P.MemoryId.PMEM}
     exact, sized = [], []
     for t in TARGETS.values():
-        if (t.rows, t.cols) != (info.rows, info.cols) or t.wmem_word_bits != width:
+        if (t.rows, t.cols) != (info.rows, info.cols) or t.wmem_word_bits != width or t.vec_lanes % info.vec_lanes:
             continue
         fixed = [m for m in t.memories if m.depth is not None]
         if fixed and all(depths.get(ids[m.name]) == m.depth for m in fixed):
@@ -96,7 +99,7 @@ def pick_target(info: P.Info, name: str | None = None) -> Target:
     if exact or sized:
         return (exact or sized)[0]
     for packing in ("b3", "2b"):
-        t = resolve_target("sim", (info.rows, info.cols), packing)
+        t = resolve_target("sim", (info.rows, info.cols, info.vec_lanes), packing)
         if t.wmem_word_bits == width:
             return t
     raise MmfreeError(f"no target matches the device: {info.rows}x{info.cols} TAC lanes with {width}-bit wmem "

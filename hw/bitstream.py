@@ -102,36 +102,44 @@ PATCHABLE = ("wmem", "cmem", "pmem")
 
 # ------------------------------------------------------------------ targets
 
-def parse_lanes(lanes) -> tuple[int, int]:
-    """``256`` or ``"256"`` -> (16, 16); ``"16x16"`` -> (16, 16). The core needs rows == cols."""
-    if isinstance(lanes, (tuple, list)):
-        r, c = lanes
-    else:
-        s = str(lanes).lower().strip()
-        try:
-            if "x" in s:
-                r, c = (int(v) for v in s.split("x"))
-            else:
-                p = int(s)
-                r = c = math.isqrt(p)
-                if r * r != p:
-                    raise MmfreeError(f"--lanes {p}: the core needs a square tile (rows == cols), "
-                                      f"so the lane count must be a square such as 64, 256 or 1024")
-        except ValueError:
-            raise MmfreeError(f"--lanes must be a lane count (e.g. 256) or ROWSxCOLS (e.g. 16x16), "
-                              f"got {lanes!r}") from None
-    if r != c or r < 1 or r & (r - 1):
-        raise MmfreeError(f"--lanes {r}x{c}: the core needs rows == cols == vec_lanes, a power of two")
-    return r, c
+def parse_lanes(lanes) -> tuple[int, int, int | None]:
+    """The TAC tile and vector lanes of a ``--lanes`` value that the core can build:
+    ``(rows, cols, vec_lanes or None)`` (:func:`mmfree.targets.parse_tile`), all powers of two and
+    ``vec_lanes`` dividing ``rows`` and ``cols``."""
+    from mmfree.targets import parse_tile
+
+    r, c, v = parse_tile(lanes)
+    for what, x in (("rows", r), ("cols", c), ("vector lanes", v)):
+        if x is not None and x & (x - 1):
+            raise MmfreeError(f"--lanes {lanes}: the core needs {what} a power of two, got {x}")
+    if v is not None and (r % v or c % v):
+        raise MmfreeError(f"--lanes {lanes}: the vector lanes ({v}) must divide rows ({r}) and cols ({c})")
+    return r, c, v
+
+
+def lanes_spec(target: Target) -> str:
+    """``RxC/V`` of a target: the ``--lanes`` value that rebuilds its tile and vector lanes."""
+    return f"{target.rows}x{target.cols}/{target.vec_lanes}"
+
+
+def _report_lanes(rep: dict) -> str:
+    """The ``--lanes`` value of the build a ``report.json`` describes (reports before ``vec_lanes`` was
+    recorded had ``vec_lanes == rows``)."""
+    t = rep["target"]
+    return f"{t['rows']}x{t['cols']}/{t.get('vec_lanes', t['rows'])}"
+
+
+def _pow2_floor(n: int) -> int:
+    return 1 << (n.bit_length() - 1)
 
 
 def board_target(board: str, lanes=None, clock_hz: int | None = None, base: Target | None = None) -> Target:
     """The board's target with the core's constraints applied.
 
-    ``lanes``: lane count or ``RxC`` (default: the target's tile if the core can
-    build it, else the largest square power-of-two tile not above it).
-    The core needs ``rows == cols == vec_lanes``; the weight memory keeps its
-    bits (:meth:`Target.with_lanes`).
+    ``lanes``: see :func:`parse_lanes`; without ``/V`` the vector lanes are
+    ``min(rows, cols)``. Default: the target's own tile and vector lanes if the
+    core can build them, else the largest powers of two not above them. The
+    weight memory keeps its bits (:meth:`Target.with_lanes`).
     """
     from mmfree import targets
 
@@ -139,19 +147,19 @@ def board_target(board: str, lanes=None, clock_hz: int | None = None, base: Targ
         raise MmfreeError(f"unknown board {board!r}; known boards: {', '.join(DEVICES)}")
     t = base if base is not None else targets.get(board)
     if lanes is None:
-        if t.rows == t.cols == t.vec_lanes:
-            r = t.rows
-        else:
-            r = 1 << (min(t.rows, t.cols).bit_length() - 1)
+        r, c = _pow2_floor(t.rows), _pow2_floor(t.cols)
+        v = _pow2_floor(min(t.vec_lanes, r, c))
     else:
-        r, _ = parse_lanes(lanes)
-    if (r, r) != (t.rows, t.cols):
-        t = t.with_lanes(r, r)
-    if t.vec_lanes != r:
-        t = dataclasses.replace(t, vec_lanes=r)
+        r, c, v = parse_lanes(lanes)
+        if v is None:
+            v = min(r, c)
+    if (r, c) != (t.rows, t.cols):
+        t = t.with_lanes(r, c)
+    if t.vec_lanes != v:
+        t = dataclasses.replace(t, vec_lanes=v)
     for name in ("cmem", "vmem"):
-        if t.memory(name).depth % r:
-            raise MmfreeError(f"{board}: {name} depth {t.memory(name).depth} is not a multiple of {r} lanes")
+        if t.memory(name).depth % v:
+            raise MmfreeError(f"{board}: {name} depth {t.memory(name).depth} is not a multiple of {v} vector lanes")
     if clock_hz is not None:
         t = dataclasses.replace(t, clock_hz=int(clock_hz))
     return t
@@ -476,8 +484,11 @@ def report_dir(board: str, target: Target | None = None, root="bitstreams") -> P
     root = Path(root)
     if target is None:
         return root / board
-    own = {(t.rows, t.cols) for t in (targets.get(board), board_target(board))}
-    return root / (board if (target.rows, target.cols) in own else f"{board}-{target.rows}x{target.cols}")
+    own = {(t.rows, t.cols, t.vec_lanes) for t in (targets.get(board), board_target(board))}
+    r, c, v = target.rows, target.cols, target.vec_lanes
+    if (r, c, v) in own:
+        return root / board
+    return root / (f"{board}-{r}x{c}" + ("" if v == min(r, c) else f"v{v}"))
 
 
 def _compiled_model(model: str, target: Target, out: Path, log) -> Path:
@@ -493,6 +504,10 @@ def _compiled_model(model: str, target: Target, out: Path, log) -> Path:
                               f"{t.get('packing')}; this bitstream is {target.name} {target.rows}x{target.cols} "
                               f"{target.packing}: compile it with --target {target.name} --lanes "
                               f"{target.rows}x{target.cols}")
+        if int(t.get("vec_lanes", 1)) % target.vec_lanes:
+            raise MmfreeError(f"{model} was compiled with its vectors aligned to {t.get('vec_lanes')} lanes; this "
+                              f"bitstream's core has {target.vec_lanes} vector lanes and needs a multiple of that: "
+                              f"compile it with --target {target.name} --lanes {lanes_spec(target)}")
         for name, c in man["capacity"].items():
             mem = target.memory(name) if name in {m.name for m in target.memories} else None
             if mem is not None and mem.depth is not None and c["used_words"] > mem.depth:
@@ -731,7 +746,7 @@ def patch(out, compiled, *, board: str | None = None, target: Target | None = No
     board = board or rep["board"]
     dev = DEVICES[board]
     if target is None:
-        target = board_target(board, f"{rep['target']['rows']}x{rep['target']['cols']}", rep["target"]["clock_hz"])
+        target = board_target(board, _report_lanes(rep), rep["target"]["clock_hz"])
     man = json.loads((compiled / "manifest.json").read_text())
     mt = man["target"]
     if (mt["rows"], mt["cols"], mt["packing"]) != (target.rows, target.cols, target.packing):
@@ -883,7 +898,7 @@ def cli(parser):
             rep = json.loads((out / "report.json").read_text()) if (out / "report.json").is_file() else None
             if rep is None:
                 raise MmfreeError(f"{out}: no report.json; build the bitstream first")
-            target = board_target(args.board, f"{rep['target']['rows']}x{rep['target']['cols']}",
+            target = board_target(args.board, _report_lanes(rep),
                                   rep["target"]["clock_hz"])
             compiled = _compiled_model(args.model, target, out, print)
             print(patch(out, compiled, board=args.board, target=target))

@@ -17,14 +17,18 @@ Datapath of one LINEAR (docs/architecture.md)::
 Memory organisation: ``vmem`` and ``cmem`` are ``vec_lanes`` words wide (one
 read gives a vector slice; the compiler starts every region on a multiple of
 ``vec_lanes``), with per-word write enables; ``qbuf`` holds three vectors of
-int8 codes, ``cols`` per word; ``wmem`` one tile per word; ``pmem`` one
-64-bit instruction word per address. Every memory has one read and one write
-port (simple dual-port block RAM).
+int8 codes, ``cols`` per word, written ``vec_lanes`` codes at a time; ``wmem``
+one tile per word; ``pmem`` one 64-bit instruction word per address. Every
+memory has one read and one write port (simple dual-port block RAM).
 
 Contract
 --------
-* ``rows == cols == vec_lanes`` (a row block is one vmem word; a quantizer
-  beat is one qbuf word), a power of two; every memory depth fixed.
+* ``rows``, ``cols`` and ``vec_lanes`` are powers of two and ``vec_lanes``
+  divides ``rows`` and ``cols``: the vector path (statistics, quantization,
+  collector, vmem/cmem words) is ``vec_lanes`` wide, the TAC array
+  ``rows x cols``. A row block of the array is ``rows / vec_lanes`` vmem
+  words; a qbuf word takes ``cols / vec_lanes`` quantizer beats. Every memory
+  depth fixed.
 * Throughput: the array takes one tile per cycle while the epilogue keeps up
   (it handles one element per cycle, so a LINEAR whose row blocks take fewer
   than ``rows`` tiles is epilogue bound).
@@ -94,11 +98,12 @@ class Core(wiring.Component):
         if not isinstance(target, Target):
             raise TypeError(f"target must be a mmfree.targets.Target, not {target!r}")
         L = target.vec_lanes
-        if not (target.rows == target.cols == L):
-            raise ValueError(f"target {target.name}: the core needs rows == cols == vec_lanes, got "
+        for what, v in (("rows", target.rows), ("cols", target.cols), ("vec_lanes", L)):
+            if v & (v - 1):
+                raise ValueError(f"target {target.name}: {what} must be a power of two, got {v}")
+        if target.rows % L or target.cols % L:
+            raise ValueError(f"target {target.name}: vec_lanes must divide rows and cols, got "
                              f"{target.rows} x {target.cols} with vec_lanes {L}")
-        if L & (L - 1):
-            raise ValueError(f"target {target.name}: vec_lanes must be a power of two, got {L}")
         for mem in target.memories:
             if mem.depth is None:
                 raise ValueError(f"target {target.name}: memory {mem.name} has no depth; size it to the model first")
@@ -115,8 +120,11 @@ class Core(wiring.Component):
     # ------------------------------------------------------------------
     def elaborate(self, platform):
         t = self.target
-        L = t.vec_lanes
+        L = t.vec_lanes                                # vector lanes
         LB = _log2(L)
+        R, C = t.rows, t.cols                          # TAC tile
+        RB, CB = _log2(R), _log2(C)
+        RVB, CVB = RB - LB, CB - LB                    # vmem words per row block, quantizer beats per qbuf word (log2)
         K = t.topk
         m = Module()
 
@@ -124,19 +132,19 @@ class Core(wiring.Component):
         cdepth = self.memories["cmem"][1] // L
         vdepth = self.memories["vmem"][1] // L
         pdepth = self.memories["pmem"][1]
-        qd = -(-t.max_input // L)                      # qbuf words per slot
+        qd = -(-t.max_input // C)                      # qbuf words per slot
 
         # ---------------------------------------------------------- memories
         m.submodules.wmem = wmem = memory.Memory(shape=wbits, depth=wdepth, init=[])
         m.submodules.cmem = cmem = memory.Memory(shape=16 * L, depth=cdepth, init=[])
         m.submodules.vmem = vmem = memory.Memory(shape=32 * L, depth=vdepth, init=[])
         m.submodules.pmem = pmem = memory.Memory(shape=64, depth=pdepth, init=[])
-        m.submodules.qbuf = qbuf = memory.Memory(shape=8 * L, depth=3 * qd, init=[])
+        m.submodules.qbuf = qbuf = memory.Memory(shape=8 * C, depth=3 * qd, init=[])
         w_rd, w_wr = wmem.read_port(), wmem.write_port()
         c_rd, c_wr = cmem.read_port(), cmem.write_port(granularity=16)
         v_rd, v_wr = vmem.read_port(), vmem.write_port(granularity=32)
         p_rd, p_wr = pmem.read_port(), pmem.write_port()
-        q_rd, q_wr = qbuf.read_port(), qbuf.write_port()
+        q_rd, q_wr = qbuf.read_port(), qbuf.write_port(granularity=8 * L if CVB else None)
 
         c_lanes = c_rd.data
         v_lanes = v_rd.data
@@ -158,7 +166,7 @@ class Core(wiring.Component):
             m.submodules[f"recip{q}"] = recips[q]
             m.submodules[f"oscale{q}"] = scales[q]
             m.submodules[f"dequant{q}"] = dqs[q]
-        m.submodules.tac = tac = DecodingTAC(L, L, t.packing)
+        m.submodules.tac = tac = DecodingTAC(R, C, t.packing)
         m.submodules.mlgru = mlgru = MLGRUCell()
         m.submodules.glu = glu = GLUCell()
         m.submodules.radd = radd = ResidualAdd()
@@ -225,9 +233,11 @@ class Core(wiring.Component):
         # Counts derived from the instruction words, registered with them in LOADI (the words change only
         # there), so they equal the combinational functions of w0/sw at every cycle without their adders.
         nb = Signal(24)                  # beats of the input (ceil(n / L))
-        nrb = Signal(24)                 # row blocks of the output (ceil(rows / L))
-        rb_tiles = Signal(26)            # tiles per row block: ns * nb (no multiplier)
+        nbc = Signal(24)                 # column blocks of the input (ceil(n / C))
+        nrb = Signal(24)                 # row blocks of the output (ceil(rows / R))
+        rb_tiles = Signal(26)            # tiles per row block: ns * nbc (no multiplier)
         nb_m1 = Signal((nb - 1).shape(), init=-1 if (nb - 1).shape().signed else (1 << len(nb - 1)) - 1)
+        nbc_m1 = Signal((nbc - 1).shape(), init=-1 if (nbc - 1).shape().signed else (1 << len(nbc - 1)) - 1)
         rb_last = Signal((rb_tiles - 1).shape(),
                          init=-1 if (rb_tiles - 1).shape().signed else (1 << len(rb_tiles - 1)) - 1)
 
@@ -379,9 +389,13 @@ class Core(wiring.Component):
                      quant.o.ready.eq(1)]
         for i in range(L):
             m.d.comb += [qp.b[i].eq(b_masked.word_select(i, 32)), qp.cv[i].eq(c_lane(i))]
-        q_out_c = Signal(24)
-        m.d.comb += [q_wr.addr.eq(Array([Const(q * qd, range(3 * qd + 1)) for q in range(3)])[wq] + q_out_c), q_wr.data.eq(quant.o.payload),
-                     q_wr.en.eq(quant.o.valid)]
+        q_out_c = Signal(24)             # quantizer beats written (L codes each; C // L per qbuf word)
+        m.d.comb += [q_wr.addr.eq(Array([Const(q * qd, range(3 * qd + 1)) for q in range(3)])[wq] + (q_out_c >> CVB)),
+                     q_wr.data.eq(quant.o.payload.as_value().replicate(1 << CVB))]
+        if CVB:
+            m.d.comb += q_wr.en.eq(Mux(quant.o.valid, 1 << q_out_c[:CVB], 0))
+        else:
+            m.d.comb += q_wr.en.eq(quant.o.valid)
         with m.If(quant.o.valid):
             m.d.sync += q_out_c.eq(q_out_c + 1)
 
@@ -466,15 +480,15 @@ class Core(wiring.Component):
         codes_ok = Signal()
         a_slot = Signal(2)
         m.d.comb += [a_slot.eq(seg_q[a_s]),
-                     codes_ok.eq((a_slot < wq) | ((a_slot == wq) & (a_cb < q_out_c)))]
+                     codes_ok.eq((a_slot < wq) | ((a_slot == wq) & (a_cb < (q_out_c >> CVB))))]
         m.d.comb += [q_rd_en_mat.eq(~a_valid | tac.a.ready), tac.a.valid.eq(a_valid),
                      tac.a.payload.a.eq(q_rd.data), tac.a.payload.first.eq(a_first),
                      tac.a.payload.last.eq(a_last)]
         m.d.comb += [q_rd.addr.eq(slot_base[seg_q[a_s]] + a_cb), q_rd.en.eq(q_rd_en_mat)]
         with m.If(q_rd_en_mat):
             with m.If(mat_run & ~a_done & codes_ok):
-                m.d.sync += [a_valid.eq(1), a_first.eq(a_cb == 0), a_last.eq(a_cb == nb_m1)]
-                with m.If(a_cb == nb_m1):
+                m.d.sync += [a_valid.eq(1), a_first.eq(a_cb == 0), a_last.eq(a_cb == nbc_m1)]
+                with m.If(a_cb == nbc_m1):
                     m.d.sync += a_cb.eq(0)
                     with m.If(a_s == ns - 1):
                         m.d.sync += [a_s.eq(0), a_rb.eq(a_rb + 1)]
@@ -507,11 +521,11 @@ class Core(wiring.Component):
         f_run = Signal()
         f_rb = Signal(24)                # row block (LINEAR) / element index (EMBED)
         f_s = Signal(2)
-        f_r = Signal(range(L))
-        accbuf = [[Signal(data.ArrayLayout(signed(ACC_BITS), L), name=f"accbuf{b}_{s}") for s in range(3)]
+        f_r = Signal(range(R))
+        accbuf = [[Signal(data.ArrayLayout(signed(ACC_BITS), R), name=f"accbuf{b}_{s}") for s in range(3)]
                   for b in range(2)]
-        auxw = [Signal(32 * L, name=f"auxw{b}") for b in range(2)]
-        lbw = [Signal(16 * L, name=f"lbw{b}") for b in range(2)]
+        auxw = [Signal(32 * R, name=f"auxw{b}") for b in range(2)]
+        lbw = [Signal(16 * R, name=f"lbw{b}") for b in range(2)]
         f_done = Signal()
         emb_code = Signal(signed(16))
         emb_code_b = Signal(signed(8))
@@ -687,11 +701,15 @@ class Core(wiring.Component):
         # words are collected while the current one is emitted.
         c_rb = Signal(24)                # row block whose TAC beats come next
         c_s = Signal(2)
-        r_rb = Signal(24)                # row block whose aux/lb words are read next
+        r_idx = Signal(24 + RVB)         # aux/lb word read next: row block r_rb, word r_sub of it
+        r_rb = r_idx[RVB:]
+        r_sub = r_idx[:RVB]
         beats_ok = Signal(2)
         aux_ok = Signal(2)
         f_cap = Signal()                 # aux/lb read data arrives this cycle
         f_capb = Signal()
+        f_capsub = Signal(max(RVB, 1))
+        f_caplast = Signal()             # ... the row block's last word
         feeder_hold = Signal()           # the vector read ports are busy elsewhere
         f_rd_issue = Signal()
         set_beats, set_aux, clr_buf = Signal(2), Signal(2), Signal(2)
@@ -709,15 +727,22 @@ class Core(wiring.Component):
             with m.Else():
                 m.d.sync += c_s.eq(c_s + 1)
         m.d.comb += f_rd_issue.eq(f_run & ~f_mode_embed & ~feeder_hold & (r_rb < nrb) &
-                                  ~aux_ok.bit_select(r_buf, 1) & ~(f_cap & (f_capb == r_buf)))
+                                  ~aux_ok.bit_select(r_buf, 1) & ~(f_cap & f_caplast & (f_capb == r_buf)))
         with m.If(f_rd_issue):
-            m.d.sync += r_rb.eq(r_rb + 1)
-        m.d.sync += [f_cap.eq(f_rd_issue), f_capb.eq(r_buf)]
+            m.d.sync += r_idx.eq(r_idx + 1)
+        m.d.sync += [f_cap.eq(f_rd_issue), f_capb.eq(r_buf), f_caplast.eq(r_sub == (1 << RVB) - 1 if RVB else 1)]
+        if RVB:
+            m.d.sync += f_capsub.eq(r_sub)
         with m.If(f_cap):
             for b_ in range(2):
                 with m.If(f_capb == b_):
-                    m.d.sync += [auxw[b_].eq(v_lanes), lbw[b_].eq(c_lanes)]
-            m.d.comb += set_aux.eq(Mux(f_capb, 2, 1))
+                    if RVB:
+                        m.d.sync += [auxw[b_].word_select(f_capsub, 32 * L).eq(v_lanes),
+                                     lbw[b_].word_select(f_capsub, 16 * L).eq(c_lanes)]
+                    else:
+                        m.d.sync += [auxw[b_].eq(v_lanes), lbw[b_].eq(c_lanes)]
+            with m.If(f_caplast):
+                m.d.comb += set_aux.eq(Mux(f_capb, 2, 1))
         m.d.sync += [beats_ok.eq((beats_ok | set_beats) & ~clr_buf), aux_ok.eq((aux_ok | set_aux) & ~clr_buf)]
         e_buf = f_rb[0]
         e_full = Signal()
@@ -734,11 +759,11 @@ class Core(wiring.Component):
                              el_m[s].eq(Array(scale_m)[sel_scale[s]]), el_e[s].eq(Array(scale_e)[sel_scale[s]])]
             m.d.comb += [el_aux.eq(Mux(e_buf, auxw[1], auxw[0]).word_select(f_r, 32)),
                          el_lb.eq(Mux(e_buf, lbw[1], lbw[0]).word_select(f_r, 16))]
-            f_r_b = Signal(range(L))
+            f_r_b = Signal(range(R))
             m.d.comb += f_r_b.eq(f_r + 1)
             m.d.comb += [el_acc_b.eq(Mux(e_buf, accbuf[1][0][f_r_b], accbuf[0][0][f_r_b])),
                          el_aux_b.eq(Mux(e_buf, auxw[1], auxw[0]).word_select(f_r_b, 32))]
-        m.d.comb += tk_id.eq(Cat(f_r, f_rb) if LB else f_rb)
+        m.d.comb += tk_id.eq(Cat(f_r, f_rb) if RB else f_rb)
         adv = Signal()                   # the feeder's element leaves this cycle
         with m.If(f_run & ~f_mode_embed & e_full):
             with m.If(topk_mode):
@@ -753,7 +778,7 @@ class Core(wiring.Component):
                 m.d.comb += el_valid.eq(scales_ready)
                 m.d.comb += adv.eq(scales_ready & el_ready)
             with m.If(adv):
-                with m.If(Mux(dual, f_r == L - 2, f_r == L - 1)):
+                with m.If(Mux(dual, f_r == R - 2, f_r == R - 1)):
                     m.d.sync += [f_rb.eq(f_rb + 1), f_r.eq(0)]
                     m.d.comb += clr_buf.eq(Mux(e_buf, 2, 1))
                     with m.If(f_rb + 1 == nrb):
@@ -762,8 +787,12 @@ class Core(wiring.Component):
                     m.d.sync += f_r.eq(f_r + 1 + dual)
         # the reads of the row block r_rb (issued with f_rd_issue)
         f_rd_v = Signal(24)
+        # the lower-bound words are read only for an MLGRU with lower bounds; otherwise the cmem port
+        # stays with the shadow statistics' loader
+        need_lb = Signal()
+        m.d.comb += need_lb.eq(epi_is[isa.Epilogue.MLGRU] & has_lb)
         f_rd_c = Signal(32)
-        m.d.comb += [f_rd_v.eq((aux >> LB) + r_rb), f_rd_c.eq((lb_addr >> LB) + r_rb)]
+        m.d.comb += [f_rd_v.eq((aux >> LB) + r_idx), f_rd_c.eq((lb_addr >> LB) + r_idx)]
 
         # embedding: one element per cycle; stage 1 reads cmem, stage 2 holds the code
         e_j = Signal(24)                 # next element to read
@@ -1017,13 +1046,14 @@ class Core(wiring.Component):
                         m.d.sync += qw[q].eq(nbuf[4 + q])
                     for s_ in range(3):
                         m.d.sync += sw[s_].eq(nbuf_arr[4 + n_nq + s_])
-                    nb_n, nrb_n, rbt_n = Signal(24), Signal(24), Signal(26)
+                    nb_n, nbc_n, nrb_n, rbt_n = Signal(24), Signal(24), Signal(24), Signal(26)
                     ns_n = nbuf[0][14:16]
                     m.d.comb += [nb_n.eq((nbuf[0][24:48] + L - 1) >> LB),
-                                 nrb_n.eq((nbuf_arr[4 + n_nq][8:32] + L - 1) >> LB),
-                                 rbt_n.eq(Mux(ns_n == 1, nb_n, Mux(ns_n == 2, nb_n << 1, (nb_n << 1) + nb_n)))]
-                    m.d.sync += [nb.eq(nb_n), nrb.eq(nrb_n), rb_tiles.eq(rbt_n), nb_m1.eq(nb_n - 1),
-                                 rb_last.eq(rbt_n - 1)]
+                                 nbc_n.eq((nbuf[0][24:48] + C - 1) >> CB),
+                                 nrb_n.eq((nbuf_arr[4 + n_nq][8:32] + R - 1) >> RB),
+                                 rbt_n.eq(Mux(ns_n == 1, nbc_n, Mux(ns_n == 2, nbc_n << 1, (nbc_n << 1) + nbc_n)))]
+                    m.d.sync += [nb.eq(nb_n), nbc.eq(nbc_n), nrb.eq(nrb_n), rb_tiles.eq(rbt_n), nb_m1.eq(nb_n - 1),
+                                 nbc_m1.eq(nbc_n - 1), rb_last.eq(rbt_n - 1)]
                     m.d.sync += [f.eq(nbuf[0][8:12] == e) for e, f in epi_is.items()]
                     with m.If(fpc + n_len > pdepth):
                         m.d.sync += error.eq(1)
@@ -1066,7 +1096,8 @@ class Core(wiring.Component):
                         m.d.sync += lin_cnt.eq(lin_cnt + 1)
                         m.d.sync += [rd_c.eq(0), rd_k.eq(0), tg_valid.eq(0), stats_done.eq(0),
                                      col_r.eq(0), col_rb.eq(0), col_done.eq(0), col_wr_h.eq(0),
-                                     col_rows.eq(rows), col_dst.eq(dst), col_nrb.eq(nrb), col_nrb_m1.eq(nrb - 1),
+                                     col_rows.eq(rows), col_dst.eq(dst), col_nrb.eq(nrb << RVB),
+                                     col_nrb_m1.eq((nrb << RVB) - 1),
                                      f_mode_embed.eq(0), f_done.eq(0), f_rb.eq(0)]
                     with m.Case(isa.Op.END):
                         m.next = "END"
@@ -1144,7 +1175,7 @@ class Core(wiring.Component):
                     m.d.sync += [rd_q.eq(0), rd_c.eq(0), q_out_c.eq(0), tg_valid.eq(0), wq.eq(0),
                                  mat_run.eq(1), w_t.eq(0), w_k.eq(0), w_rb.eq(0), a_rb.eq(0), a_cb.eq(0),
                                  a_s.eq(0),
-                                 f_run.eq(1), c_rb.eq(0), c_s.eq(0), r_rb.eq(0), beats_ok.eq(0), aux_ok.eq(0),
+                                 f_run.eq(1), c_rb.eq(0), c_s.eq(0), r_idx.eq(0), beats_ok.eq(0), aux_ok.eq(0),
                                  f_r.eq(0), f_cap.eq(0),
                                  topk_mode.eq(is_head)]
                     m.next = "QUANT"
@@ -1165,15 +1196,17 @@ class Core(wiring.Component):
                 # the codes of quantizer wq arrive in order
                 with m.If((q_out_c == nb_m1) & quant.o.valid):
                     with m.If(wq == nq - 1):
-                        m.d.sync += q_out_c.eq(nb)
+                        # every word complete, the last one possibly partial (its other codes meet zero trits)
+                        m.d.sync += q_out_c.eq(nbc << CVB)
                         m.next = "MATRIX"
                     with m.Else():
                         m.d.sync += [wq.eq(wq + 1), q_out_c.eq(0)]
             with m.State("MATRIX"):
                 m.d.comb += [count_en.eq(1), count.eq(Mux(is_head, _CNT["head"], _CNT["matrix"]))]
                 m.d.comb += sh_decide.eq(~is_head)
-                with m.If(f_rd_issue):
-                    m.d.comb += [v_rd_addr.eq(f_rd_v), c_rd_addr.eq(f_rd_c)]
+                m.d.comb += v_rd_addr.eq(f_rd_v)
+                with m.If(f_rd_issue & need_lb):
+                    m.d.comb += c_rd_addr.eq(f_rd_c)
                 with m.Else():
                     m.d.comb += [sl_port.eq(1), c_rd_addr.eq(sl_rd_addr)]
                 with m.If(w_done & a_done):
@@ -1181,8 +1214,9 @@ class Core(wiring.Component):
             with m.State("DRAIN"):
                 m.d.comb += [count_en.eq(1), count.eq(Mux(is_head, _CNT["head"], _CNT["drain"]))]
                 m.d.comb += sh_decide.eq(~is_head)
-                with m.If(f_rd_issue):
-                    m.d.comb += [v_rd_addr.eq(f_rd_v), c_rd_addr.eq(f_rd_c)]
+                m.d.comb += v_rd_addr.eq(f_rd_v)
+                with m.If(f_rd_issue & need_lb):
+                    m.d.comb += c_rd_addr.eq(f_rd_c)
                 with m.Else():
                     m.d.comb += [sl_port.eq(1), c_rd_addr.eq(sl_rd_addr)]
                 done = Signal()

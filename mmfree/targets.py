@@ -20,6 +20,7 @@ Memories (docs/architecture.md):
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from .errors import MmfreeError
 from .packing import B3_TRITS_PER_BYTE, PACKINGS, word_bits  # noqa: F401  (re-exported)
@@ -182,3 +183,38 @@ def get(name: str) -> Target:
         return TARGETS[name]
     except KeyError:
         raise MmfreeError(f"unknown target {name!r}; known targets: {', '.join(TARGETS)}") from None
+
+
+def parse_tile(spec) -> tuple[int, int, int | None]:
+    """A tile given as ``--lanes``: ``(rows, cols, vec_lanes or None)``.
+
+    ``256`` -> (16, 16, None) (a square lane count); ``"16x16"`` -> (16, 16, None);
+    ``"16x16/4"`` -> (16, 16, 4); a tuple ``(rows, cols[, vec_lanes])`` passes
+    through. Only the form is checked here; what a core can build is the core's
+    (and :func:`mmfree.hw.bitstream.parse_lanes`') business.
+    """
+    v = None
+    if isinstance(spec, (tuple, list)):
+        r, c = spec[:2]
+        v = spec[2] if len(spec) > 2 else None
+    else:
+        s = str(spec).lower().strip()
+        try:
+            if "/" in s:
+                s, vs = s.split("/", 1)
+                v = int(vs)
+            if "x" in s:
+                r, c = (int(x) for x in s.split("x"))
+            else:
+                p = int(s)
+                r = c = math.isqrt(p)
+                if r * r != p:
+                    raise MmfreeError(f"--lanes {p}: a bare lane count must be a square such as 64, 256 or 1024 "
+                                      f"(or give ROWSxCOLS)")
+        except ValueError:
+            raise MmfreeError(f"--lanes must be a lane count (e.g. 256), ROWSxCOLS (e.g. 16x16) or "
+                              f"ROWSxCOLS/VEC (e.g. 16x16/4), got {spec!r}") from None
+    for what, x in (("rows", r), ("cols", c), ("vector lanes", v)):
+        if x is not None and (not isinstance(x, int) or x < 1):
+            raise MmfreeError(f"--lanes {spec}: {what} must be a positive integer, got {x!r}")
+    return r, c, v

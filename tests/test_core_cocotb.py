@@ -1,16 +1,21 @@
 # amaranth: UnusedElaboratable=no
 """Whole-core test: the Amaranth core on Verilator equals the golden machine, token by token.
 
-One Verilator build of the ``ulx3s-85f`` core (16 x 16 lanes, the board's
-memory sizes) runs the shipped ``ecp5`` model and three random models of
-odd shapes (d not a multiple of 16, several I, lower bounds on and off, a
-vocabulary that is not a multiple of 16), 32 tokens each; every step's top-k
-ids, accumulators and head scale must equal :class:`GoldenMachine`'s. The
-measured cycles per token are written to ``build/cocotb/core/counters_*.json``.
+One Verilator build per core configuration of the ``ulx3s-85f`` target (the
+board's memory sizes): its own 16 x 16 lanes with 16 vector lanes, the same
+array with 4 vector lanes (fewer vector lanes than array rows: a row block is
+several vmem words, a qbuf word several quantizer beats), and a non-square
+8 x 16 array with 2 vector lanes. Each runs the shipped ``ecp5`` model and
+three random models of odd shapes (d not a multiple of 16, several I, lower
+bounds on and off, a vocabulary that is not a multiple of 16), 32 tokens each;
+every step's top-k ids, accumulators and head scale must equal
+:class:`GoldenMachine`'s. The measured cycles per token are written to
+``build/cocotb/core[-RxCvV]/counters_*.json``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -53,31 +58,42 @@ def _expected(d: Path, prompt: bytes, out: Path) -> None:
     out.write_text(json.dumps({"topk": gm.k, "tokens": tokens, "steps": steps}))
 
 
-def test_core_whole_model(tmp_path):
+def _target(lanes):
+    t = targets.get(TARGET)
+    if lanes is None:
+        return t, BUILD
+    r, c, v = targets.parse_tile(lanes)
+    return dataclasses.replace(t.with_lanes(r, c), vec_lanes=v), BUILD.with_name(f"core-{r}x{c}v{v}")
+
+
+@pytest.mark.parametrize("lanes", [None, "16x16/4", "8x16/2"])
+def test_core_whole_model(tmp_path, lanes):
+    target, build = _target(lanes)
     models = []
     ckpts = {"ecp5": resolve("ecp5")}
     for i, (name, cfg) in enumerate(RANDOM.items()):
         ckpts[name] = random_checkpoint(tmp_path / name, ModelConfig(rms_norm_eps=1e-6, **cfg), seed=10 + i)
     for name, ckpt in ckpts.items():
         d = tmp_path / f"{name}.compiled"
-        compile_checkpoint(ckpt, TARGET, out=d)
-        exp = BUILD / f"expected_{name}.json"
-        BUILD.mkdir(parents=True, exist_ok=True)
+        compile_checkpoint(ckpt, target, out=d)
+        exp = build / f"expected_{name}.json"
+        build.mkdir(parents=True, exist_ok=True)
         _expected(d, b"def main():\n    return 0\n", exp)
         models.append({"name": name, "dir": str(d), "expected": str(exp)})
-    run_cocotb(Core(targets.get(TARGET)), test_module="test_core", build_dir=BUILD,
+    run_cocotb(Core(target), test_module="test_core", build_dir=build,
                module_dirs=[REPO / "tests" / "cocotb"], params={"models": models})
     for m in models:
-        per = json.loads((BUILD / f"counters_{m['name']}.json").read_text())
+        per = json.loads((build / f"counters_{m['name']}.json").read_text())
         assert per["cycles"] > 0
 
 
 @pytest.mark.parametrize("change, msg", [
-    (dict(rows=8), "the core needs rows == cols == vec_lanes, got 8 x 16 with vec_lanes 16"),
+    (dict(rows=8), "vec_lanes must divide rows and cols, got 8 x 16 with vec_lanes 16"),
+    (dict(cols=12, vec_lanes=4), "cols must be a power of two, got 12"),
+    (dict(vec_lanes=3), "vec_lanes must be a power of two, got 3"),
     (dict(max_input=None), "max_input must be set"),
 ])
 def test_core_constructor_errors(change, msg):
-    import dataclasses
     t = dataclasses.replace(targets.get(TARGET), **change)
     with pytest.raises(ValueError, match=msg):
         Core(t)
