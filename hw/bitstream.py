@@ -504,7 +504,7 @@ def _compiled_model(model: str, target: Target, out: Path, log) -> Path:
                               f"{t.get('packing')}; this bitstream is {target.name} {target.rows}x{target.cols} "
                               f"{target.packing}: compile it with --target {target.name} --lanes "
                               f"{target.rows}x{target.cols}")
-        if int(t.get("vec_lanes", 1)) % target.vec_lanes:
+        if int(t.get("vec_lanes", target.vec_lanes)) % target.vec_lanes:
             raise MmfreeError(f"{model} was compiled with its vectors aligned to {t.get('vec_lanes')} lanes; this "
                               f"bitstream's core has {target.vec_lanes} vector lanes and needs a multiple of that: "
                               f"compile it with --target {target.name} --lanes {lanes_spec(target)}")

@@ -34,11 +34,16 @@ def tiny_target(L: int = 2) -> Target:
 
 
 def test_parse_lanes():
-    assert bs.parse_lanes(256) == (16, 16)
-    assert bs.parse_lanes("64") == (8, 8)
-    assert bs.parse_lanes("16x16") == (16, 16)
-    for bad in ("200", "8x16", "12x12", "abc"):
-        with pytest.raises(MmfreeError):
+    assert bs.parse_lanes(256) == (16, 16, None)
+    assert bs.parse_lanes("64") == (8, 8, None)
+    assert bs.parse_lanes("16x16") == (16, 16, None)
+    assert bs.parse_lanes("16x16/4") == (16, 16, 4)
+    assert bs.parse_lanes("8x16/2") == (8, 16, 2)
+    for bad, msg in (("200", "must be a square"), ("12x12", "rows a power of two, got 12"),
+                     ("abc", "must be a lane count"), ("16x16/3", "vector lanes a power of two, got 3"),
+                     ("8x16/16", r"vector lanes \(16\) must divide rows \(8\) and cols \(16\)"),
+                     ("16x0", "cols must be a positive integer")):
+        with pytest.raises(MmfreeError, match=msg):
             bs.parse_lanes(bad)
 
 
@@ -49,8 +54,11 @@ def test_board_targets():
     t8 = bs.board_target("ulx3s-85f", 64, clock_hz=50_000_000)
     assert (t8.rows, t8.vec_lanes, t8.clock_hz) == (8, 8, 50_000_000)
     assert t8.memory("wmem").bits <= t.memory("wmem").bits        # the weight memory keeps its bits
-    ib = bs.board_target("icebreaker")                             # 4x5 in the target; the core needs square
-    assert (ib.rows, ib.cols, ib.vec_lanes) == (4, 4, 4)
+    t4 = bs.board_target("ulx3s-85f", "16x16/4")
+    assert (t4.rows, t4.cols, t4.vec_lanes) == (16, 16, 4)
+    assert bs.lanes_spec(t4) == "16x16/4"
+    ib = bs.board_target("icebreaker")                             # 4x5 in the target: cols become 4
+    assert (ib.rows, ib.cols, ib.vec_lanes) == (4, 4, 1)
     with pytest.raises(MmfreeError, match="known boards"):
         bs.board_target("de10")
 
@@ -61,6 +69,7 @@ def test_report_dir():
     assert bs.report_dir("ulx3s-85f") == Path("bitstreams/ulx3s-85f")
     assert bs.report_dir("ulx3s-85f", bs.board_target("ulx3s-85f")) == Path("bitstreams/ulx3s-85f")
     assert bs.report_dir("ulx3s-85f", bs.board_target("ulx3s-85f", "8x8"), "/r") == Path("/r/ulx3s-85f-8x8")
+    assert bs.report_dir("ulx3s-85f", bs.board_target("ulx3s-85f", "16x16/4")) == Path("bitstreams/ulx3s-85f-16x16v4")
     # the iCEBreaker's own 4x5 target and the core's 4x4 tile both keep the plain name
     from mmfree.targets import get
 

@@ -286,7 +286,19 @@ def test_unknown_target(ckpts, tmp_path, capsys):
     assert "unknown target 'de10-nano'" in err and "sim, ulx3s-85f, icebreaker" in err
     rc, err = _cli(capsys, ckpts["d19"], "--lanes", "4by4", "-o", tmp_path / "x")
     assert rc == 1 and "ROWSxCOLS" in err
+    rc, err = _cli(capsys, ckpts["d19"], "--lanes", "8x8/0", "-o", tmp_path / "x")
+    assert rc == 1 and "vector lanes must be a positive integer, got 0" in err
     assert not (tmp_path / "x").exists()
+
+
+def test_lanes_with_vector_lanes(ckpts, tmp_path, capsys):
+    """``--lanes RxC/V`` aligns every vector region to V lanes (the core's vector width)."""
+    rc, _ = _cli(capsys, ckpts["d19"], "--lanes", "8x16/2", "-o", tmp_path / "v2")
+    assert rc == 0
+    man = json.loads((tmp_path / "v2" / "manifest.json").read_text())
+    assert (man["target"]["rows"], man["target"]["cols"], man["target"]["vec_lanes"]) == (8, 16, 2)
+    starts = [r["offset"] for r in man["memory_map"] if r["memory"] in ("cmem", "vmem")]
+    assert starts and all(o % 2 == 0 for o in starts) and any(o % 16 for o in starts)
 
 
 def _write_broken(path: Path, cfg: ModelConfig, change) -> Path:

@@ -310,6 +310,13 @@ def test_load_refused_before_sending(model):
         with pytest.raises(MmfreeError, match="compiled for 16x16 TAC lanes .*the device has 4x5"):
             dev.load_compiled(out)
         assert d.commands(P.Command.LOAD) == []
+    # vectors aligned to 4 lanes, a core with 16 vector lanes (the other way round is fine)
+    v4 = compile_checkpoint(model[0], resolve_target("sim", "16x16/4"), out.parent / "simv4").out
+    with GoldenTestDevice(get("sim")) as d, _dev(d) as dev:
+        with pytest.raises(MmfreeError, match=r"vectors aligned to 4 lanes, the device's core has 16 vector lanes "
+                                              r"and needs a multiple of that; compile with --lanes 16x16/16"):
+            dev.load_compiled(v4)
+        assert d.commands(P.Command.LOAD) == []
     # a word larger than one LOAD can carry: 2-bit packing, 64-byte words, max_payload 64
     two = compile_checkpoint(model[0], resolve_target("sim", None, "2b"), out.parent / "sim2b").out
     with GoldenTestDevice(get("sim").with_packing("2b"), max_payload=P.MIN_MAX_PAYLOAD) as d, _dev(d) as dev:
@@ -445,6 +452,12 @@ def test_pick_target():
     odd = pick_target(info_of(resolve_target("sim", (3, 7), "2b")))
     assert (odd.rows, odd.cols, odd.packing) == (3, 7, "2b")
     assert pick_target(info_of(get("sim")), "ulx3s-85f").name == "ulx3s-85f"
+    # a core with fewer vector lanes runs vectors aligned to more; a named target is aligned to the device's
+    narrow = dataclasses.replace(get("ulx3s-85f"), vec_lanes=4)
+    assert pick_target(info_of(narrow)).name == "ulx3s-85f"
+    wide = dataclasses.replace(get("sim"), vec_lanes=32)
+    assert pick_target(info_of(get("icebreaker")), "icebreaker").vec_lanes == 1
+    assert pick_target(info_of(wide), "sim").vec_lanes == 32
     with pytest.raises(MmfreeError, match="target icebreaker has 4x5 TAC lanes, the device 16x16"):
         pick_target(info_of(get("sim")), "icebreaker")
 
