@@ -484,8 +484,11 @@ def report_dir(board: str, target: Target | None = None, root="bitstreams") -> P
     root = Path(root)
     if target is None:
         return root / board
-    own = {(t.rows, t.cols, t.vec_lanes) for t in (targets.get(board), board_target(board))}
-    r, c, v = target.rows, target.cols, target.vec_lanes
+    def key(t):                          # vec_lanes beyond the tile: a compile alignment, built as min(rows, cols)
+        return t.rows, t.cols, min(t.vec_lanes, t.rows, t.cols)
+
+    own = {key(t) for t in (targets.get(board), board_target(board))}
+    r, c, v = key(target)
     if (r, c, v) in own:
         return root / board
     return root / (f"{board}-{r}x{c}" + ("" if v == min(r, c) else f"v{v}"))
