@@ -306,10 +306,14 @@ def _core_class():
         def elaborate(self, platform):
             m = super().elaborate(platform)
             for name, words in self.init.items():
-                mem = getattr(m.submodules, name)
-                if len(words) != mem.depth:
-                    raise ValueError(f"{name}: {len(words)} init words for a memory of depth {mem.depth}")
-                mem.init = _ints(words)
+                # physical words (cmem holds vec_lanes elements per word)
+                depth = self.memories[name][1] if name == "wmem" else getattr(m.submodules, name).depth
+                if len(words) != depth:
+                    raise ValueError(f"{name}: {len(words)} init words for a memory of depth {depth}")
+                # the weight memory is in banks (Core.wmem_banks); the others are one memory each
+                parts = self.wmem_banks if name == "wmem" else [(name, 0, depth)]
+                for sub, start, n in parts:
+                    getattr(m.submodules, sub).init = _ints(words[start:start + n])
             return m
 
     return PatchableCore

@@ -66,6 +66,9 @@ from .topk import TopK
 __all__ = ["Core"]
 
 V32 = signed(32)
+#: Words per weight-memory bank: one ECP5 DP16KD deep (2048 x 9 bits). Each bank's output is registered
+#: before the bank select, so no read path runs from a block RAM across the die into a multiplexer.
+WMEM_BANK_WORDS = 2048
 _CNT = {name: i for i, name in enumerate(COUNTER_NAMES)}
 
 
@@ -114,6 +117,10 @@ class Core(wiring.Component):
                 raise ValueError(f"target {target.name}: {name} depth must be a multiple of vec_lanes ({L})")
         self.target = target
         self.memories = {m.name: (m.width, m.depth) for m in target.memories}
+        wdepth = self.memories["wmem"][1]
+        #: ``(submodule name, first word, words)`` of each weight-memory bank (``wmem`` when there is one)
+        self.wmem_banks = [("wmem", 0, wdepth)] if wdepth <= WMEM_BANK_WORDS else \
+            [(f"wmem{k}", a, min(WMEM_BANK_WORDS, wdepth - a)) for k, a in enumerate(range(0, wdepth, WMEM_BANK_WORDS))]
         data_bits = max(w for w, _ in self.memories.values())
         super().__init__(CoreSignature(data_bits))
 
@@ -135,12 +142,15 @@ class Core(wiring.Component):
         qd = -(-t.max_input // C)                      # qbuf words per slot
 
         # ---------------------------------------------------------- memories
-        m.submodules.wmem = wmem = memory.Memory(shape=wbits, depth=wdepth, init=[])
+        # the weight memory in banks of WMEM_BANK_WORDS (one block RAM deep), read together
+        w_banks = []
+        for k, (name, start, depth) in enumerate(self.wmem_banks):
+            m.submodules[name] = mem = memory.Memory(shape=wbits, depth=depth, init=[])
+            w_banks.append((mem.read_port(), mem.write_port(), start, depth))
         m.submodules.cmem = cmem = memory.Memory(shape=16 * L, depth=cdepth, init=[])
         m.submodules.vmem = vmem = memory.Memory(shape=32 * L, depth=vdepth, init=[])
         m.submodules.pmem = pmem = memory.Memory(shape=64, depth=pdepth, init=[])
         m.submodules.qbuf = qbuf = memory.Memory(shape=8 * C, depth=3 * qd, init=[])
-        w_rd, w_wr = wmem.read_port(), wmem.write_port()
         c_rd, c_wr = cmem.read_port(), cmem.write_port(granularity=16)
         v_rd, v_wr = vmem.read_port(), vmem.write_port(granularity=32)
         p_rd, p_wr = pmem.read_port(), pmem.write_port()
@@ -453,20 +463,38 @@ class Core(wiring.Component):
         w_t = Signal(32)                 # tiles issued on the weight side
         w_k = Signal(26)                 # ... within the row block
         w_rb = Signal(24)
-        w_valid = Signal()
         w_done = Signal()
         a_done = Signal()
-        m.d.comb += [w_rd.en.eq(~w_valid | tac.w.ready), tac.w.valid.eq(w_valid), tac.w.payload.eq(w_rd.data),
-                     w_rd.addr.eq(wbase + w_t), w_done.eq(w_rb == nrb)]
-        with m.If(w_rd.en):
-            with m.If(mat_run & ~w_done):
-                m.d.sync += [w_t.eq(w_t + 1), w_valid.eq(1)]
-                with m.If(w_k == rb_last):
-                    m.d.sync += [w_k.eq(0), w_rb.eq(w_rb + 1)]
-                with m.Else():
-                    m.d.sync += w_k.eq(w_k + 1)
+        # Weight read pipeline, never stalled: the banks' outputs are registered next to them, the bank
+        # select muxes them into a second register, and a small FIFO in front of the decoder takes the
+        # words. A word is read only when the FIFO will have room for it (w_inflight counts the words
+        # read and not yet taken), so no ready signal reaches the block RAMs.
+        WQ = 5                           # FIFO depth: a word is readable 4 cycles after its read; 5 keep one per cycle
+        m.submodules.wfifo = wfifo = fifo.SyncFIFO(width=wbits, depth=WQ)
+        w_issue = Signal()
+        w_inflight = Signal(range(WQ + 1))
+        w_addr = Signal(32)
+        m.d.comb += [w_addr.eq(wbase + w_t), w_done.eq(w_rb == nrb),
+                     w_issue.eq(mat_run & ~w_done & (w_inflight != WQ))]
+        WBB = _log2(WMEM_BANK_WORDS)
+        p1_v, p2_v = Signal(), Signal()
+        p1_sel = Signal(range(max(2, len(w_banks))))
+        p2_sel = Signal.like(p1_sel)
+        p2_data = [Signal(wbits, name=f"w_bank_q{k}") for k in range(len(w_banks))]
+        for k, (rd, _, _, _) in enumerate(w_banks):
+            m.d.comb += [rd.addr.eq(w_addr[:WBB] if len(w_banks) > 1 else w_addr), rd.en.eq(1)]
+            m.d.sync += p2_data[k].eq(rd.data)
+        m.d.sync += [p1_v.eq(w_issue), p1_sel.eq(w_addr[WBB:] if len(w_banks) > 1 else 0),
+                     p2_v.eq(p1_v), p2_sel.eq(p1_sel)]
+        m.d.sync += [wfifo.w_en.eq(p2_v), wfifo.w_data.eq(Array(p2_data)[p2_sel] if len(w_banks) > 1 else p2_data[0])]
+        m.d.comb += [tac.w.valid.eq(wfifo.r_rdy), tac.w.payload.eq(wfifo.r_data), wfifo.r_en.eq(tac.w.ready)]
+        m.d.sync += w_inflight.eq(w_inflight + w_issue - (wfifo.r_rdy & wfifo.r_en))
+        with m.If(w_issue):
+            m.d.sync += w_t.eq(w_t + 1)
+            with m.If(w_k == rb_last):
+                m.d.sync += [w_k.eq(0), w_rb.eq(w_rb + 1)]
             with m.Else():
-                m.d.sync += w_valid.eq(0)
+                m.d.sync += w_k.eq(w_k + 1)
         a_cb = Signal(24)
         a_s = Signal(2)
         a_rb = Signal(24)                # row block of the code side
@@ -687,8 +715,11 @@ class Core(wiring.Component):
                                                                                   if LB else 1)]
             m.d.comb += v_wr.data.eq(self.load.payload.data[:32].replicate(L))
         # other memories' load writes
-        m.d.comb += [w_wr.addr.eq(self.load.payload.addr), w_wr.data.eq(self.load.payload.data[:wbits]),
-                     w_wr.en.eq(load_go & (self.load.payload.mem == MemoryId.WMEM)),
+        for _, wr, start, depth in w_banks:
+            m.d.comb += [wr.addr.eq(self.load.payload.addr - start), wr.data.eq(self.load.payload.data[:wbits]),
+                         wr.en.eq(load_go & (self.load.payload.mem == MemoryId.WMEM) &
+                                  (self.load.payload.addr >= start) & (self.load.payload.addr < start + depth))]
+        m.d.comb += [
                      c_wr.addr.eq(self.load.payload.addr >> LB),
                      c_wr.data.eq(self.load.payload.data[:16].replicate(L)),
                      c_wr.en.eq(Mux(load_go & (self.load.payload.mem == MemoryId.CMEM),

@@ -8,6 +8,8 @@ that the TAC array has no multiplier.
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import subprocess
 import sys
@@ -134,6 +136,33 @@ def test_patchable_core_init():
     mems = {n: (w, d) for n, w, d in bs.rtlil_memories(il)}
     assert mems["cmem"] == (32, 32) and mems["wmem"] == (8, 64)
     assert il.count("$meminit_v2") >= 3 + 4          # wmem, cmem, pmem + the sigmoid tables
+
+
+def test_patchable_core_wmem_banks():
+    """A weight memory deeper than one block RAM is banked (Core.wmem_banks); each bank starts with its slice."""
+    from amaranth.back import rtlil
+
+    from mmfree.hw.core import WMEM_BANK_WORDS
+
+    class Spy(bs._core_class()):
+        def elaborate(self, platform):
+            self.seen = super().elaborate(platform)
+            return self.seen
+
+    t = tiny_target(2)
+    depth = 2 * WMEM_BANK_WORDS + 100
+    t = dataclasses.replace(t, memories=tuple(dataclasses.replace(m, depth=depth) if m.name == "wmem" else m
+                                              for m in t.memories))
+    img = bs.placeholder_images(t)
+    core = Spy(t, img)
+    assert core.wmem_banks == [("wmem0", 0, 2048), ("wmem1", 2048, 2048), ("wmem2", 4096, 100)]
+    il = rtlil.convert(core, name="top")
+    mems = {n.rsplit(".", 1)[-1]: (w, d) for n, w, d in bs.rtlil_memories(il)}
+    assert (mems["wmem0"], mems["wmem1"], mems["wmem2"]) == ((8, 2048), (8, 2048), (8, 100))
+    # the contents were split at the bank boundaries, in order
+    words = bs._ints(img["wmem"])
+    inits = [list(getattr(core.seen.submodules, f"wmem{k}").init) for k in range(3)]
+    assert inits == [words[:2048], words[2048:4096], words[4096:]]
 
 
 def test_model_too_big_fails_before_build(tmp_path):
