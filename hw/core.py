@@ -1028,16 +1028,21 @@ class Core(wiring.Component):
                          sl_tv.eq(0)]
 
         # ---------------------------------------------------------- result stream (top-k readout)
-        # the two top-k lists (even and odd rows) merge into one, best first
-        ta, tb = topk.o.payload, topk_b.o.payload
+        # The two top-k lists (even and odd rows) merge into one, best first, in two registered steps per
+        # result (the lists' heads are registered, then the better one goes to the output register and
+        # its list advances): no path from a list's read multiplexer through the compare into the link.
+        hd_a = Signal(topk.o.payload.shape())
+        hd_b = Signal(topk_b.o.payload.shape())
+        hd_v = Signal()
         a_better = Signal()
-        m.d.comb += a_better.eq(ta.present & (~tb.present | (ta.acc > tb.acc) | ((ta.acc == tb.acc) & (ta.id < tb.id))))
-        m_cnt = Signal(range(K + 1))
-        pick = Mux(a_better, ta.as_value(), tb.as_value())
-        picked = data.View(topk.o.payload.shape(), pick)
-        m.d.comb += [self.result.payload.id.eq(picked.id), self.result.payload.acc.eq(picked.acc),
-                     self.result.payload.present.eq(picked.present),
-                     self.result.payload.last.eq(m_cnt == K - 1),
+        m.d.comb += a_better.eq(hd_a.present & (~hd_b.present | (hd_a.acc > hd_b.acc) |
+                                                 ((hd_a.acc == hd_b.acc) & (hd_a.id < hd_b.id))))
+        m_cnt = Signal(range(K + 1))     # results picked
+        out_v = Signal()
+        out = Signal(topk.o.payload.shape())
+        m.d.comb += [self.result.valid.eq(out_v),
+                     self.result.payload.id.eq(out.id), self.result.payload.acc.eq(out.acc),
+                     self.result.payload.present.eq(out.present), self.result.payload.last.eq(out.last),
                      self.result.payload.m.eq(head_m), self.result.payload.e.eq(head_e)]
         topk_clear = Signal()
         topk_flush = Signal()
@@ -1271,17 +1276,21 @@ class Core(wiring.Component):
                 with m.If(~have_head):
                     m.d.sync += error.eq(1)
                 m.d.comb += topk_flush.eq(1)
-                m.d.sync += m_cnt.eq(0)
+                m.d.sync += [m_cnt.eq(0), hd_v.eq(0), out_v.eq(0)]
                 m.next = "RESULT"
             with m.State("RESULT"):
                 m.d.comb += [count_en.eq(1), count.eq(_CNT["head"])]
-                m.d.comb += [self.result.valid.eq(topk.o.valid & topk_b.o.valid),
-                             topk.o.ready.eq(self.result.ready & topk_b.o.valid & a_better),
-                             topk_b.o.ready.eq(self.result.ready & topk.o.valid & ~a_better)]
+                with m.If(~hd_v):
+                    with m.If(topk.o.valid & topk_b.o.valid & (m_cnt != K)):
+                        m.d.sync += [hd_a.eq(topk.o.payload), hd_b.eq(topk_b.o.payload), hd_v.eq(1)]
+                with m.Elif(~out_v):
+                    m.d.comb += [topk.o.ready.eq(a_better), topk_b.o.ready.eq(~a_better)]
+                    m.d.sync += [out.eq(Mux(a_better, hd_a.as_value(), hd_b.as_value())), out.last.eq(m_cnt == K - 1),
+                                 out_v.eq(1), hd_v.eq(0), m_cnt.eq(m_cnt + 1)]
                 with m.If(self.result.valid & self.result.ready):
-                    m.d.sync += m_cnt.eq(m_cnt + 1)
-                with m.If(self.result.valid & self.result.ready & (m_cnt == K - 1)):
-                    m.d.sync += [busy.eq(0), ctr[_CNT["tokens"]].eq(ctr[_CNT["tokens"]] + 1)]
-                    m.next = "IDLE"
+                    m.d.sync += out_v.eq(0)
+                    with m.If(out.last):
+                        m.d.sync += [busy.eq(0), ctr[_CNT["tokens"]].eq(ctr[_CNT["tokens"]] + 1)]
+                        m.next = "IDLE"
         return m
 
