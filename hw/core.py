@@ -500,35 +500,32 @@ class Core(wiring.Component):
         a_rb = Signal(24)                # row block of the code side
         m.d.comb += a_done.eq(a_rb == nrb)
         slot_base = Array([Const(q * qd, range(3 * qd + 1)) for q in range(3)])
-        # The code side the same way: qbuf is read by credit into a registered stage and a small FIFO
-        # (codes, first, last), so no ready signal reaches its block RAMs either.
-        AQ = 4                           # a beat is readable 3 cycles after its read
-        m.submodules.afifo = afifo = fifo.SyncFIFO(width=8 * C + 2, depth=AQ)
-        a_issue = Signal()
-        a_inflight = Signal(range(AQ + 1))
+        a_valid = Signal()
+        a_first = Signal()
+        a_last = Signal()
+        q_rd_en_mat = Signal()
         # codes of (slot, column block) are in qbuf: the quantization pass runs ahead of the matrix
         codes_ok = Signal()
         a_slot = Signal(2)
         m.d.comb += [a_slot.eq(seg_q[a_s]),
                      codes_ok.eq((a_slot < wq) | ((a_slot == wq) & (a_cb < (q_out_c >> CVB))))]
-        m.d.comb += [a_issue.eq(mat_run & ~a_done & codes_ok & (a_inflight != AQ)),
-                     q_rd.addr.eq(slot_base[seg_q[a_s]] + a_cb), q_rd.en.eq(1)]
-        pa_v, pa_first, pa_last = Signal(), Signal(), Signal()
-        m.d.sync += [pa_v.eq(a_issue), pa_first.eq(a_cb == 0), pa_last.eq(a_cb == nbc_m1),
-                     afifo.w_en.eq(pa_v), afifo.w_data.eq(Cat(q_rd.data, pa_first, pa_last))]
-        m.d.comb += [tac.a.valid.eq(afifo.r_rdy), afifo.r_en.eq(tac.a.ready),
-                     tac.a.payload.a.eq(afifo.r_data[:8 * C]), tac.a.payload.first.eq(afifo.r_data[8 * C]),
-                     tac.a.payload.last.eq(afifo.r_data[8 * C + 1])]
-        m.d.sync += a_inflight.eq(a_inflight + a_issue - (afifo.r_rdy & afifo.r_en))
-        with m.If(a_issue):
-            with m.If(a_cb == nbc_m1):
-                m.d.sync += a_cb.eq(0)
-                with m.If(a_s == ns - 1):
-                    m.d.sync += [a_s.eq(0), a_rb.eq(a_rb + 1)]
+        m.d.comb += [q_rd_en_mat.eq(~a_valid | tac.a.ready), tac.a.valid.eq(a_valid),
+                     tac.a.payload.a.eq(q_rd.data), tac.a.payload.first.eq(a_first),
+                     tac.a.payload.last.eq(a_last)]
+        m.d.comb += [q_rd.addr.eq(slot_base[seg_q[a_s]] + a_cb), q_rd.en.eq(q_rd_en_mat)]
+        with m.If(q_rd_en_mat):
+            with m.If(mat_run & ~a_done & codes_ok):
+                m.d.sync += [a_valid.eq(1), a_first.eq(a_cb == 0), a_last.eq(a_cb == nbc_m1)]
+                with m.If(a_cb == nbc_m1):
+                    m.d.sync += a_cb.eq(0)
+                    with m.If(a_s == ns - 1):
+                        m.d.sync += [a_s.eq(0), a_rb.eq(a_rb + 1)]
+                    with m.Else():
+                        m.d.sync += a_s.eq(a_s + 1)
                 with m.Else():
-                    m.d.sync += a_s.eq(a_s + 1)
+                    m.d.sync += a_cb.eq(a_cb + 1)
             with m.Else():
-                m.d.sync += a_cb.eq(a_cb + 1)
+                m.d.sync += a_valid.eq(0)
         m.d.comb += tac.error_clear.eq(self.cmd.valid & self.cmd.ready)
 
         # ---------------------------------------------------------- feeder: row blocks / embedding -> elements
@@ -1028,15 +1025,11 @@ class Core(wiring.Component):
                          sl_tv.eq(0)]
 
         # ---------------------------------------------------------- result stream (top-k readout)
-        # The two top-k lists (even and odd rows) merge into one, best first, in two registered steps per
-        # result (the lists' heads are registered, then the better one goes to the output register and
-        # its list advances): no path from a list's read multiplexer through the compare into the link.
-        hd_a = Signal(topk.o.payload.shape())
-        hd_b = Signal(topk_b.o.payload.shape())
-        hd_v = Signal()
+        # The two top-k lists (even and odd rows) merge into one, best first, into an output register
+        # (one result per cycle): no path from a list's read multiplexer through the compare into the link.
+        ta, tb = topk.o.payload, topk_b.o.payload
         a_better = Signal()
-        m.d.comb += a_better.eq(hd_a.present & (~hd_b.present | (hd_a.acc > hd_b.acc) |
-                                                 ((hd_a.acc == hd_b.acc) & (hd_a.id < hd_b.id))))
+        m.d.comb += a_better.eq(ta.present & (~tb.present | (ta.acc > tb.acc) | ((ta.acc == tb.acc) & (ta.id < tb.id))))
         m_cnt = Signal(range(K + 1))     # results picked
         out_v = Signal()
         out = Signal(topk.o.payload.shape())
@@ -1276,19 +1269,17 @@ class Core(wiring.Component):
                 with m.If(~have_head):
                     m.d.sync += error.eq(1)
                 m.d.comb += topk_flush.eq(1)
-                m.d.sync += [m_cnt.eq(0), hd_v.eq(0), out_v.eq(0)]
+                m.d.sync += [m_cnt.eq(0), out_v.eq(0)]
                 m.next = "RESULT"
             with m.State("RESULT"):
                 m.d.comb += [count_en.eq(1), count.eq(_CNT["head"])]
-                with m.If(~hd_v):
-                    with m.If(topk.o.valid & topk_b.o.valid & (m_cnt != K)):
-                        m.d.sync += [hd_a.eq(topk.o.payload), hd_b.eq(topk_b.o.payload), hd_v.eq(1)]
-                with m.Elif(~out_v):
-                    m.d.comb += [topk.o.ready.eq(a_better), topk_b.o.ready.eq(~a_better)]
-                    m.d.sync += [out.eq(Mux(a_better, hd_a.as_value(), hd_b.as_value())), out.last.eq(m_cnt == K - 1),
-                                 out_v.eq(1), hd_v.eq(0), m_cnt.eq(m_cnt + 1)]
-                with m.If(self.result.valid & self.result.ready):
+                with m.If(self.result.ready):
                     m.d.sync += out_v.eq(0)
+                with m.If((~out_v | self.result.ready) & topk.o.valid & topk_b.o.valid & (m_cnt != K)):
+                    m.d.comb += [topk.o.ready.eq(a_better), topk_b.o.ready.eq(~a_better)]
+                    m.d.sync += [out.eq(Mux(a_better, ta.as_value(), tb.as_value())), out.last.eq(m_cnt == K - 1),
+                                 out_v.eq(1), m_cnt.eq(m_cnt + 1)]
+                with m.If(self.result.valid & self.result.ready):
                     with m.If(out.last):
                         m.d.sync += [busy.eq(0), ctr[_CNT["tokens"]].eq(ctr[_CNT["tokens"]] + 1)]
                         m.next = "IDLE"
