@@ -86,7 +86,7 @@ __all__ = ["MODEL_TARGETS", "DEFAULT_MODELS", "parse_model_spec", "CLASSES", "PA
 MODEL_TARGETS = {"ecp5": "ulx3s-85f", "ice40": "icebreaker"}
 #: what ``mmfree bench`` runs without ``--models``: the shipped models on their targets, and the
 #: ULX3S at 8 x 8 lanes (the largest tile that place-and-routes there today; docs/bitstreams.md)
-DEFAULT_MODELS = ("ecp5", "ice40", "ecp5@8x8")
+DEFAULT_MODELS = ("ecp5", "ice40", "ecp5@8x8", "ecp5@16x16/4")
 
 
 def parse_model_spec(spec: str) -> tuple[str, str, str | None]:
@@ -204,11 +204,14 @@ def read_fmax(board: str, bitstreams: Path, target=None) -> dict:
         # nextpnr's estimate after placement is not a routed Fmax
         out["reason"] = f"build report is not routed (status: {rep.get('status')})"
         return out
-    if target is not None and rep.get("target", {}).get("rows") is not None \
-            and (rep["target"]["rows"], rep["target"]["cols"]) != (target.rows, target.cols):
-        out["reason"] = (f"build report is for {rep['target']['rows']}x{rep['target']['cols']} lanes, the benchmark "
-                         f"ran {target.rows}x{target.cols}")
-        return out
+    if target is not None and rep.get("target", {}).get("rows") is not None:
+        rt = rep["target"]
+        built = (rt["rows"], rt["cols"], rt.get("vec_lanes", rt["rows"]))
+        ran = (target.rows, target.cols, min(target.vec_lanes, target.rows, target.cols))
+        if built != ran:
+            out["reason"] = (f"build report is for {built[0]}x{built[1]}/{built[2]} lanes, the benchmark ran "
+                             f"{ran[0]}x{ran[1]}/{ran[2]}")
+            return out
     want = (rep.get("target", {}).get("clock_hz") or 0) / 1e6
     if len(fmax) == 1:
         clk = next(iter(fmax))

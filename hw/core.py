@@ -563,14 +563,24 @@ class Core(wiring.Component):
         side = fifo.SyncFIFOBuffered(width=80, depth=16)
         m.submodules.side = side
 
+        # Credit flow through the epilogue: an element enters the dequantizers only while fewer than EQ
+        # elements are between them and the collector (in the pipelines or in the result FIFO below).
+        # The pipelines' outputs are then always taken, so no ready signal runs back through them (their
+        # stall enables are constant) and the collector's ready only reaches the result FIFO.
+        EQ = 48                          # > the longest path, dequantizer 7 + MLGRU 27 cycles
+        el_inflight = Signal(range(EQ + 1))
+        credit_ok = Signal()
+        m.d.comb += credit_ok.eq(el_inflight != EQ)
         # dequantizers in lockstep; the op stage takes their outputs together with the side FIFO
         dq_ready = dqs[0].i.ready
+        el_go = Signal()
+        m.d.comb += el_go.eq(el_valid & side.w_rdy & credit_ok)
         for s in range(3):
-            m.d.comb += [dqs[s].i.valid.eq(el_valid & side.w_rdy),
+            m.d.comb += [dqs[s].i.valid.eq(el_go),
                          dqs[s].i.payload.acc.eq(el_acc[s]), dqs[s].i.payload.m.eq(el_m[s]),
                          dqs[s].i.payload.e.eq(el_e[s])]
-        m.d.comb += [side.w_data.eq(Cat(el_aux, el_lb, el_aux_b)), side.w_en.eq(el_valid & dq_ready & side.w_rdy)]
-        m.d.comb += [dq_b.i.valid.eq(el_valid & side.w_rdy), dq_b.i.payload.acc.eq(el_acc_b),
+        m.d.comb += [side.w_data.eq(Cat(el_aux, el_lb, el_aux_b)), side.w_en.eq(el_go & dq_ready)]
+        m.d.comb += [dq_b.i.valid.eq(el_go), dq_b.i.payload.acc.eq(el_acc_b),
                      dq_b.i.payload.m.eq(el_m[0]), dq_b.i.payload.e.eq(el_e[0])]
 
         topk_mode = Signal()
@@ -591,7 +601,7 @@ class Core(wiring.Component):
         with m.If(topk_mode):
             m.d.comb += el_ready.eq(topk.i.ready)
         with m.Else():
-            m.d.comb += el_ready.eq(dq_ready & side.w_rdy)
+            m.d.comb += el_ready.eq(dq_ready & side.w_rdy & credit_ok)
 
         # ---------------------------------------------------------- op stage
         dq_o_valid = dqs[0].o.valid
@@ -601,6 +611,7 @@ class Core(wiring.Component):
         join_valid = Signal()
         m.d.comb += join_valid.eq(dq_o_valid & side.r_rdy)
         op_ready = Signal()
+        m.d.comb += op_ready.eq(1)       # the op stage never stalls (credit flow, above)
         for s in range(3):
             m.d.comb += dqs[s].o.ready.eq(join_valid & op_ready)
         m.d.comb += dq_b.o.ready.eq(join_valid & op_ready)
@@ -614,25 +625,38 @@ class Core(wiring.Component):
                      radd.i.payload.a.eq(side_aux), radd.i.payload.b.eq(y[0]),
                      radd_b.i.payload.a.eq(side_aux_b), radd_b.i.payload.b.eq(dq_b.o.payload)]
         mode_embed_op = f_mode_embed
-        # results of the op stage
+        # results of the op stage, always taken
+        pipe_valid = Signal()
+        pipe_y = Signal(32)
+        pipe_y_b = Signal(32)
+        pipe_h = Signal(32)
+        m.d.comb += [u.o.ready.eq(1) for u in (mlgru, glu, radd, radd_b)]
+        with m.If(mode_embed_op | epi_is[isa.Epilogue.WRITE]):
+            m.d.comb += [pipe_valid.eq(join_valid), pipe_y.eq(y[0]), pipe_y_b.eq(dq_b.o.payload)]
+        with m.Elif(epi_is[isa.Epilogue.ADD]):
+            m.d.comb += [radd.i.valid.eq(join_valid), radd_b.i.valid.eq(join_valid),
+                         pipe_valid.eq(radd.o.valid), pipe_y.eq(radd.o.payload), pipe_y_b.eq(radd_b.o.payload)]
+        with m.Elif(epi_is[isa.Epilogue.GLU]):
+            m.d.comb += [glu.i.valid.eq(join_valid), pipe_valid.eq(glu.o.valid), pipe_y.eq(glu.o.payload)]
+        with m.Elif(epi_is[isa.Epilogue.MLGRU]):
+            m.d.comb += [mlgru.i.valid.eq(join_valid), pipe_valid.eq(mlgru.o.valid),
+                         pipe_y.eq(mlgru.o.payload.bo), pipe_h.eq(mlgru.o.payload.h)]
+        # the result FIFO: results wait here while the collector is busy; when it is empty a result goes
+        # straight through (no cycle added)
+        m.submodules.rfifo = rfifo = fifo.SyncFIFO(width=96, depth=EQ)
         res_valid = Signal()
         res_ready = Signal()
         res_y = Signal(32)
         res_y_b = Signal(32)
         res_h = Signal(32)
-        with m.If(mode_embed_op | epi_is[isa.Epilogue.WRITE]):
-            m.d.comb += [op_ready.eq(res_ready), res_valid.eq(join_valid), res_y.eq(y[0]), res_y_b.eq(dq_b.o.payload)]
-        with m.Elif(epi_is[isa.Epilogue.ADD]):
-            m.d.comb += [radd.i.valid.eq(join_valid), radd_b.i.valid.eq(join_valid), op_ready.eq(radd.i.ready),
-                         res_valid.eq(radd.o.valid), radd.o.ready.eq(res_ready), radd_b.o.ready.eq(res_ready),
-                         res_y.eq(radd.o.payload), res_y_b.eq(radd_b.o.payload)]
-        with m.Elif(epi_is[isa.Epilogue.GLU]):
-            m.d.comb += [glu.i.valid.eq(join_valid), op_ready.eq(glu.i.ready),
-                         res_valid.eq(glu.o.valid), glu.o.ready.eq(res_ready), res_y.eq(glu.o.payload)]
-        with m.Elif(epi_is[isa.Epilogue.MLGRU]):
-            m.d.comb += [mlgru.i.valid.eq(join_valid), op_ready.eq(mlgru.i.ready),
-                         res_valid.eq(mlgru.o.valid), mlgru.o.ready.eq(res_ready),
-                         res_y.eq(mlgru.o.payload.bo), res_h.eq(mlgru.o.payload.h)]
+        m.d.comb += [res_valid.eq(rfifo.r_rdy | pipe_valid),
+                     Cat(res_y, res_y_b, res_h).eq(Mux(rfifo.r_rdy, rfifo.r_data, Cat(pipe_y, pipe_y_b, pipe_h))),
+                     rfifo.w_data.eq(Cat(pipe_y, pipe_y_b, pipe_h)),
+                     rfifo.w_en.eq(pipe_valid & (rfifo.r_rdy | ~res_ready)),
+                     rfifo.r_en.eq(res_ready)]
+        el_take = Signal()
+        m.d.comb += el_take.eq(el_go & dq_ready & ~topk_mode)
+        m.d.sync += el_inflight.eq(el_inflight + el_take - (res_valid & res_ready))
 
         # ---------------------------------------------------------- collector: elements -> vmem words
         col_r = Signal(range(L))

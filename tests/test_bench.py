@@ -141,6 +141,12 @@ def test_read_fmax(tmp_path):
             fmax={"clk": {"achieved_mhz": 90.0, "constraint_mhz": 100.0, "met": False}})
     r = B.read_fmax("ulx3s-85f", tmp_path, t)
     assert not r["available"] and "8x8" in r["reason"]
+    # same array, other vector lanes: not this configuration's Fmax either
+    _report(tmp_path / "ulx3s-85f", target={"rows": 16, "cols": 16, "vec_lanes": 4, "clock_hz": 40_000_000},
+            fmax={"clk": {"achieved_mhz": 41.0, "constraint_mhz": 40.0, "met": True}})
+    r = B.read_fmax("ulx3s-85f", tmp_path, t)
+    assert not r["available"] and r["reason"] == ("build report is for 16x16/4 lanes, the benchmark ran "
+                                                  "16x16/16")
     _report(tmp_path / "ulx3s-85f", status="placed, routing not finished (provisional)",
             fmax_stage="after placement (nextpnr estimate)",
             fmax={"clk": {"achieved_mhz": 6.83, "constraint_mhz": 100.0, "met": False}})
