@@ -79,12 +79,19 @@ class Device:
     dsp_cells: tuple = ()
     #: block-RAM aspect ratios (depth, width) Yosys can use for a simple dual-port memory
     bram_shapes: tuple = ()
+    #: what ``mmfree bitstream --board B`` builds without ``--lanes`` (``None``: the target's own tile) and,
+    #: then, at which clock (``None``: the target's ``clock_hz``); see :func:`build_defaults`
+    build_lanes: str | None = None
+    build_clock_hz: int | None = None
 
 
 DEVICES = {
     "ulx3s-85f": Device(family="ecp5", part="LFE5U-85F-6BG381C", luts=83640, ffs=83640, brams=208,
                         bram_bits=18432, dsps=156, bram_cell="DP16KD", dsp_cells=("MULT18X18D", "ALU54B"),
-                        bram_shapes=((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))),
+                        bram_shapes=((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36)),
+                        # the ulx3s-85f target's 16x16 array with 16 vector lanes does not route (docs/bitstreams.md);
+                        # with 4 vector lanes it does
+                        build_lanes="16x16/4", build_clock_hz=45_000_000),
     "icebreaker": Device(family="ice40", part="iCE40UP5K-SG48", luts=5280, ffs=5280, brams=30, bram_bits=4096,
                          dsps=8, sprams=4, bram_cell="SB_RAM40_4K", dsp_cells=("SB_MAC16",),
                          bram_shapes=((2048, 2), (1024, 4), (512, 8), (256, 16))),
@@ -120,6 +127,18 @@ def parse_lanes(lanes) -> tuple[int, int, int | None]:
 def lanes_spec(target: Target) -> str:
     """``RxC/V`` of a target: the ``--lanes`` value that rebuilds its tile and vector lanes."""
     return f"{target.rows}x{target.cols}/{target.vec_lanes}"
+
+
+def build_defaults(board: str, lanes=None, clock_hz: int | None = None) -> tuple:
+    """``(lanes, clock_hz)`` of a build: the board's :attr:`Device.build_lanes` and
+    :attr:`Device.build_clock_hz` when ``lanes`` is not given, else what was given (``None`` for the
+    target's clock)."""
+    dev = DEVICES.get(board)
+    if dev is None:
+        raise MmfreeError(f"unknown board {board!r}; known boards: {', '.join(DEVICES)}")
+    if lanes is None and dev.build_lanes is not None:
+        return dev.build_lanes, clock_hz if clock_hz is not None else dev.build_clock_hz
+    return lanes, clock_hz
 
 
 def _report_lanes(rep: dict) -> str:
@@ -878,7 +897,8 @@ def report_markdown(r: dict) -> str:
 def cli(parser):
     parser.add_argument("--board", required=True, choices=sorted(DEVICES), help="board to build for")
     parser.add_argument("--lanes", default=None,
-                        help="TAC lanes: a square count (256) or ROWSxCOLS (16x16); default: the board target's")
+                        help="TAC lanes: a square count (256), ROWSxCOLS (16x16) or ROWSxCOLS/VEC with VEC vector "
+                             "lanes (16x16/4); default: the board's build tile (ulx3s-85f: 16x16/4 at 45 MHz)")
     parser.add_argument("-o", "--output", default=None,
                         help="output directory (default bitstreams/BOARD, or bitstreams/BOARD-RxC for other lanes)")
     parser.add_argument("--model", default=None,
@@ -898,7 +918,9 @@ def cli(parser):
                         help="extra nextpnr options, one shell-quoted string (e.g. \"--placer-heap-beta 0.8\")")
 
     def run(args):
-        out = Path(args.output) if args.output else report_dir(args.board, board_target(args.board, args.lanes))
+        clock = None if args.clock_mhz is None else int(round(args.clock_mhz * 1e6))
+        lanes, clock = build_defaults(args.board, args.lanes, clock)
+        out = Path(args.output) if args.output else report_dir(args.board, board_target(args.board, lanes))
         if args.patch:
             if not args.model:
                 raise MmfreeError("--patch needs --model")
@@ -910,8 +932,7 @@ def cli(parser):
             compiled = _compiled_model(args.model, target, out, print)
             print(patch(out, compiled, board=args.board, target=target))
             return 0
-        clock = None if args.clock_mhz is None else int(round(args.clock_mhz * 1e6))
-        r = build(args.board, out, lanes=args.lanes, clock_hz=clock, model=args.model, baud=args.baud,
+        r = build(args.board, out, lanes=lanes, clock_hz=clock, model=args.model, baud=args.baud,
                   synth_only=args.synth_only, seed=args.seed, router=args.router,
                   nextpnr_opts=shlex.split(args.nextpnr_args))
         print(f"{out}: {r['status']}")

@@ -65,6 +65,16 @@ def test_board_targets():
         bs.board_target("de10")
 
 
+def test_build_defaults():
+    # the ULX3S builds its routable 16x16 / 4 vector lanes unless told otherwise; the clock goes with it
+    assert bs.build_defaults("ulx3s-85f") == ("16x16/4", 45_000_000)
+    assert bs.build_defaults("ulx3s-85f", None, 30_000_000) == ("16x16/4", 30_000_000)
+    assert bs.build_defaults("ulx3s-85f", "16x16") == ("16x16", None)          # the target's 100 MHz
+    assert bs.build_defaults("icebreaker") == (None, None)
+    with pytest.raises(MmfreeError, match="unknown board 'de10'"):
+        bs.build_defaults("de10")
+
+
 def test_report_dir():
     from pathlib import Path
 
