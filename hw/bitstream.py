@@ -83,6 +83,8 @@ class Device:
     #: then, at which clock (``None``: the target's ``clock_hz``); see :func:`build_defaults`
     build_lanes: str | None = None
     build_clock_hz: int | None = None
+    #: extra nextpnr options of that default build (when ``--nextpnr-args`` is not given)
+    build_nextpnr_opts: tuple = ()
 
 
 DEVICES = {
@@ -91,7 +93,8 @@ DEVICES = {
                         bram_shapes=((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36)),
                         # the ulx3s-85f target's 16x16 array with 16 vector lanes does not route (docs/bitstreams.md);
                         # with 4 vector lanes it does
-                        build_lanes="16x16/4", build_clock_hz=45_000_000),
+                        build_lanes="16x16/4", build_clock_hz=45_000_000,
+                        build_nextpnr_opts=("--placer-heap-beta", "0.8")),
     "icebreaker": Device(family="ice40", part="iCE40UP5K-SG48", luts=5280, ffs=5280, brams=30, bram_bits=4096,
                          dsps=8, sprams=4, bram_cell="SB_RAM40_4K", dsp_cells=("SB_MAC16",),
                          bram_shapes=((2048, 2), (1024, 4), (512, 8), (256, 16))),
@@ -129,16 +132,17 @@ def lanes_spec(target: Target) -> str:
     return f"{target.rows}x{target.cols}/{target.vec_lanes}"
 
 
-def build_defaults(board: str, lanes=None, clock_hz: int | None = None) -> tuple:
-    """``(lanes, clock_hz)`` of a build: the board's :attr:`Device.build_lanes` and
-    :attr:`Device.build_clock_hz` when ``lanes`` is not given, else what was given (``None`` for the
-    target's clock)."""
+def build_defaults(board: str, lanes=None, clock_hz: int | None = None, nextpnr_opts=None) -> tuple:
+    """``(lanes, clock_hz, nextpnr_opts)`` of a build: the board's :attr:`Device.build_lanes`,
+    :attr:`Device.build_clock_hz` and :attr:`Device.build_nextpnr_opts` for what is not given when
+    ``lanes`` is not given, else what was given (``None`` clock: the target's)."""
     dev = DEVICES.get(board)
     if dev is None:
         raise MmfreeError(f"unknown board {board!r}; known boards: {', '.join(DEVICES)}")
     if lanes is None and dev.build_lanes is not None:
-        return dev.build_lanes, clock_hz if clock_hz is not None else dev.build_clock_hz
-    return lanes, clock_hz
+        return (dev.build_lanes, clock_hz if clock_hz is not None else dev.build_clock_hz,
+                tuple(nextpnr_opts) if nextpnr_opts else dev.build_nextpnr_opts)
+    return lanes, clock_hz, tuple(nextpnr_opts or ())
 
 
 def _report_lanes(rep: dict) -> str:
@@ -919,7 +923,7 @@ def cli(parser):
 
     def run(args):
         clock = None if args.clock_mhz is None else int(round(args.clock_mhz * 1e6))
-        lanes, clock = build_defaults(args.board, args.lanes, clock)
+        lanes, clock, nextpnr_opts = build_defaults(args.board, args.lanes, clock, shlex.split(args.nextpnr_args))
         out = Path(args.output) if args.output else report_dir(args.board, board_target(args.board, lanes))
         if args.patch:
             if not args.model:
@@ -934,7 +938,7 @@ def cli(parser):
             return 0
         r = build(args.board, out, lanes=lanes, clock_hz=clock, model=args.model, baud=args.baud,
                   synth_only=args.synth_only, seed=args.seed, router=args.router,
-                  nextpnr_opts=shlex.split(args.nextpnr_args))
+                  nextpnr_opts=nextpnr_opts)
         print(f"{out}: {r['status']}")
         for clk, v in r.get("fmax", {}).items():
             print(f"  Fmax {clk}: {v['achieved_mhz']} MHz (constraint {v['constraint_mhz']} MHz)")
