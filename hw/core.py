@@ -460,7 +460,6 @@ class Core(wiring.Component):
 
         # ---------------------------------------------------------- tile streams into the TAC
         mat_run = Signal()
-        w_t = Signal(32)                 # tiles issued on the weight side
         w_k = Signal(26)                 # ... within the row block
         w_rb = Signal(24)
         w_done = Signal()
@@ -473,9 +472,8 @@ class Core(wiring.Component):
         m.submodules.wfifo = wfifo = fifo.SyncFIFO(width=wbits, depth=WQ)
         w_issue = Signal()
         w_inflight = Signal(range(WQ + 1))
-        w_addr = Signal(32)
-        m.d.comb += [w_addr.eq(wbase + w_t), w_done.eq(w_rb == nrb),
-                     w_issue.eq(mat_run & ~w_done & (w_inflight != WQ))]
+        w_addr = Signal(32)              # the next word's address, a counter (no adder before the block RAMs)
+        m.d.comb += [w_done.eq(w_rb == nrb), w_issue.eq(mat_run & ~w_done & (w_inflight != WQ))]
         WBB = _log2(WMEM_BANK_WORDS)
         p1_v, p2_v = Signal(), Signal()
         p1_sel = Signal(range(max(2, len(w_banks))))
@@ -490,7 +488,7 @@ class Core(wiring.Component):
         m.d.comb += [tac.w.valid.eq(wfifo.r_rdy), tac.w.payload.eq(wfifo.r_data), wfifo.r_en.eq(tac.w.ready)]
         m.d.sync += w_inflight.eq(w_inflight + w_issue - (wfifo.r_rdy & wfifo.r_en))
         with m.If(w_issue):
-            m.d.sync += w_t.eq(w_t + 1)
+            m.d.sync += w_addr.eq(w_addr + 1)
             with m.If(w_k == rb_last):
                 m.d.sync += [w_k.eq(0), w_rb.eq(w_rb + 1)]
             with m.Else():
@@ -1249,7 +1247,8 @@ class Core(wiring.Component):
                 m.d.comb += [count_en.eq(1), count.eq(_CNT["stats"])]
                 with m.If(recips_ready):
                     m.d.sync += [rd_q.eq(0), rd_c.eq(0), q_out_c.eq(0), tg_valid.eq(0), wq.eq(0),
-                                 mat_run.eq(1), w_t.eq(0), w_k.eq(0), w_rb.eq(0), a_rb.eq(0), a_cb.eq(0),
+                                 mat_run.eq(1), w_addr.eq(wbase), w_k.eq(0), w_rb.eq(0), a_rb.eq(0),
+                                 a_cb.eq(0),
                                  a_s.eq(0),
                                  f_run.eq(1), c_rb.eq(0), c_s.eq(0), r_idx.eq(0), beats_ok.eq(0), aux_ok.eq(0),
                                  f_r.eq(0), f_cap.eq(0),
