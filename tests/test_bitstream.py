@@ -68,8 +68,8 @@ def test_board_targets():
 def test_build_defaults():
     # the ULX3S builds its routable 16x16 / 4 vector lanes unless told otherwise; the clock goes with it
     beta = ("--placer-heap-beta", "0.8")
-    assert bs.build_defaults("ulx3s-85f") == ("16x16/4", 45_000_000, beta)
-    assert bs.build_defaults("ulx3s-85f", None, 30_000_000, ["--seed", "2"]) == ("16x16/4", 30_000_000,
+    assert bs.build_defaults("ulx3s-85f") == ("16x16/4", 30_000_000, beta)
+    assert bs.build_defaults("ulx3s-85f", None, 45_000_000, ["--seed", "2"]) == ("16x16/4", 45_000_000,
                                                                                  ("--seed", "2"))
     assert bs.build_defaults("ulx3s-85f", "16x16") == ("16x16", None, ())       # the target's 100 MHz
     assert bs.build_defaults("icebreaker") == (None, None, ())
