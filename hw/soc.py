@@ -29,9 +29,9 @@ from __future__ import annotations
 import importlib
 
 from amaranth.build import ResourceError
-from amaranth.hdl import ClockDomain, ClockSignal, Instance, Module, Signal
+from amaranth.hdl import ClockDomain, ClockSignal, Instance, Module, ResetSignal, Signal
 from amaranth.lib import fifo, io, stream, wiring
-from amaranth.lib.cdc import ResetSynchronizer
+from amaranth.lib.cdc import AsyncFFSynchronizer, ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
 from mmfree.protocol import MAX_PAYLOAD
@@ -360,7 +360,17 @@ class BoardTop(wiring.Component):
         m.d.comb += ClockSignal("sync").eq(clk)
         platform.add_clock_constraint(clk, f_out)
         m.submodules.button = button = io.Buffer("i", platform.request(spec["reset"], 0, dir="-"))
-        m.submodules.reset_sync = ResetSynchronizer(~locked | button.i, domain="sync")
+        if spec["family"] == "ecp5":
+            # The reset reaches about 29,000 flip-flops (256 lanes). Through a DCCA it rides a global
+            # network to their LSR pins instead of the fabric's routing, which it otherwise congests
+            # over the whole die (nextpnr-ecp5 promotes only clock nets by itself).
+            m.domains.sync_raw = ClockDomain("sync_raw", reset_less=True)
+            m.d.comb += ClockSignal("sync_raw").eq(clk)
+            rst = Signal()
+            m.submodules.reset_sync = AsyncFFSynchronizer(~locked | button.i, rst, o_domain="sync_raw")
+            m.submodules.reset_gbuf = Instance("DCCA", i_CLKI=rst, i_CE=1, o_CLKO=ResetSignal("sync"))
+        else:
+            m.submodules.reset_sync = ResetSynchronizer(~locked | button.i, domain="sync")
         return locked
 
     def elaborate(self, platform):
