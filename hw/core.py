@@ -702,7 +702,14 @@ class Core(wiring.Component):
         last_lane = Signal()
         m.d.comb += last_lane.eq(Mux(dual, col_r == L - 2, col_r == L - 1))
 
-        # vmem write port arbitration: collector / zeroing / load
+        # vmem write port arbitration: collector / zeroing / load. The winner's address, data and lane
+        # enables are registered before the block RAMs (the collector's logic and the RAMs' pins are apart on
+        # the die); nothing reads a vmem word within a cycle of its write (the next instruction's first read
+        # comes after LOADI and DECODE).
+        vw_addr = Signal.like(v_wr.addr)
+        vw_data = Signal.like(v_wr.data)
+        vw_en = Signal.like(v_wr.en)
+        m.d.sync += [v_wr.addr.eq(vw_addr), v_wr.data.eq(vw_data), v_wr.en.eq(vw_en)]
         load_go = Signal()
         m.d.comb += load_go.eq(self.load.valid & self.load.ready)
         wr_zero = Signal()
@@ -718,9 +725,9 @@ class Core(wiring.Component):
             with m.Else():
                 m.d.sync += col_r.eq(col_r + 1 + dual)
         with m.If(wr_zero):
-            m.d.comb += [v_wr.addr.eq(zero_addr), v_wr.data.eq(0), v_wr.en.eq((1 << L) - 1)]
+            m.d.comb += [vw_addr.eq(zero_addr), vw_data.eq(0), vw_en.eq((1 << L) - 1)]
         with m.Elif(res_valid & res_ready & last_lane):
-            m.d.comb += [v_wr.addr.eq((col_dst >> LB) + col_rb), v_wr.data.eq(word_next), v_wr.en.eq(col_mask)]
+            m.d.comb += [vw_addr.eq((col_dst >> LB) + col_rb), vw_data.eq(word_next), vw_en.eq(col_mask)]
             with m.If(epi_is[isa.Epilogue.MLGRU] & ~f_mode_embed):
                 m.d.sync += col_wr_h.eq(1)
             with m.Else():
@@ -728,14 +735,14 @@ class Core(wiring.Component):
                 with m.If(col_rb == col_nrb_m1):
                     m.d.sync += col_done.eq(1)
         with m.Elif(col_wr_h):
-            m.d.comb += [v_wr.addr.eq((aux >> LB) + col_rb), v_wr.data.eq(col_hword), v_wr.en.eq(col_mask)]
+            m.d.comb += [vw_addr.eq((aux >> LB) + col_rb), vw_data.eq(col_hword), vw_en.eq(col_mask)]
             m.d.sync += [col_wr_h.eq(0), col_rb.eq(col_rb + 1)]
             with m.If(col_rb == col_nrb_m1):
                 m.d.sync += col_done.eq(1)
         with m.Elif(load_go & (self.load.payload.mem == MemoryId.VMEM)):
-            m.d.comb += [v_wr.addr.eq(self.load.payload.addr >> LB), v_wr.en.eq(1 << self.load.payload.addr[:LB]
+            m.d.comb += [vw_addr.eq(self.load.payload.addr >> LB), vw_en.eq(1 << self.load.payload.addr[:LB]
                                                                                   if LB else 1)]
-            m.d.comb += v_wr.data.eq(self.load.payload.data[:32].replicate(L))
+            m.d.comb += vw_data.eq(self.load.payload.data[:32].replicate(L))
         # other memories' load writes
         for _, wr, start, depth in w_banks:
             m.d.comb += [wr.addr.eq(self.load.payload.addr - start), wr.data.eq(self.load.payload.data[:wbits]),
