@@ -383,6 +383,8 @@ class CommandDecoder(wiring.Component):
         hdr_len = self.header.payload.length
         known = Signal()
         len_ok = Signal()
+        h_known = Signal()                       # known / len_ok of the header taken, registered
+        h_len_ok = Signal()
         m.d.comb += known.eq(hdr_op < len(Command))
         with m.Switch(hdr_op):
             for c, (n, exact) in lengths.items():
@@ -415,25 +417,30 @@ class CommandDecoder(wiring.Component):
                         error(ErrorCode.LINE_ERROR, 0xFF)
                         m.next = "SEND_HDR"
                     with m.Elif(self.header.valid):
+                        # the header and its checks are registered; HEADER acts on them a cycle later
                         m.d.comb += self.header.ready.eq(1)
-                        m.d.sync += [op.eq(hdr_op), length.eq(hdr_len), cnt.eq(0)]
-                        more = hdr_len != 0
-                        with m.If(active):
-                            error(ErrorCode.BUSY, hdr_op)
-                            drain_then_send(more)
-                        with m.Elif(~known):
-                            error(ErrorCode.UNKNOWN_COMMAND, hdr_op, hdr_op)
-                            drain_then_send(more)
-                        with m.Elif(~len_ok):
-                            error(ErrorCode.BAD_LENGTH, hdr_op, hdr_len)
-                            drain_then_send(more)
-                        with m.Elif(hdr_op == Command.PING):
-                            reply(Reply.PONG, hdr_len, _K.PONG)
-                            m.next = "SEND_HDR"
-                        with m.Elif(more):
-                            m.next = "ARGS"
-                        with m.Else():
-                            m.next = "EXEC"
+                        m.d.sync += [op.eq(hdr_op), length.eq(hdr_len), cnt.eq(0), h_known.eq(known),
+                                     h_len_ok.eq(len_ok)]
+                        m.next = "HEADER"
+
+            with m.State("HEADER"):
+                more = length != 0
+                with m.If(active):
+                    error(ErrorCode.BUSY, op)
+                    drain_then_send(more)
+                with m.Elif(~h_known):
+                    error(ErrorCode.UNKNOWN_COMMAND, op, op)
+                    drain_then_send(more)
+                with m.Elif(~h_len_ok):
+                    error(ErrorCode.BAD_LENGTH, op, length)
+                    drain_then_send(more)
+                with m.Elif(op == Command.PING):
+                    reply(Reply.PONG, length, _K.PONG)
+                    m.next = "SEND_HDR"
+                with m.Elif(more):
+                    m.next = "ARGS"
+                with m.Else():
+                    m.next = "EXEC"
 
             with m.State("DRAIN"):
                 m.d.comb += self.payload.ready.eq(1)
