@@ -140,6 +140,13 @@ class Target:
         return dataclasses.replace(t, memories=mems)
 
 
+#: iCEBreaker memory split (docs/ice40-core.md): SPRAM words, of which wmem takes the first
+#: ``ICE40_WMEM_WORDS`` and cmem the rest; cmem words below ``ICE40_CMEM_EBR_WORDS`` are block RAM.
+ICE40_SPRAM_WORDS = 32768
+ICE40_WMEM_WORDS = 22944
+ICE40_CMEM_EBR_WORDS = 1536
+
+
 def _sim() -> Target:
     t = Target(name="sim", rows=16, cols=16, vec_lanes=16, packing="b3", emb_bits=16, topk=8, max_input=None,
                memories=(Memory("wmem", 8 * 52, None), Memory("cmem", 16, None), Memory("vmem", 32, None),
@@ -164,12 +171,19 @@ def _ulx3s() -> Target:
 
 
 def _icebreaker() -> Target:
-    # iCE40 UP5K: weights in the four 16K x 16 SPRAMs (128 KB = 655,360
-    # trits at 5 per byte); cmem/vmem/pmem in the 30 EBRs (4 Kbit each).
-    return Target(name="icebreaker", rows=4, cols=5, vec_lanes=1, packing="b3", emb_bits=8, topk=4,
-                  max_input=512,
-                  memories=(Memory("wmem", 32, 32768, init=False), Memory("cmem", 16, 4096),
-                            Memory("vmem", 32, 1024), Memory("pmem", 64, 128)),
+    # iCE40 UP5K, the serial core (docs/ice40-core.md). The four 16K x 16
+    # SPRAMs form one 32K x 32 memory: words [0, 22944) are wmem (5 x 4
+    # tiles, 20 trits in base 3 = one 32-bit word), words [22944, 32768)
+    # hold cmem words [1536, 21184), two 16-bit words per SPRAM word; cmem
+    # words [0, 1536) are block RAM. SPRAM has no initial contents, so
+    # both are loaded over the link (init=False). vmem words [976, 1024) are
+    # the firmware's scratch.
+    return Target(name="icebreaker", rows=5, cols=4, vec_lanes=1, packing="b3", emb_bits=8, topk=4,
+                  max_input=256,
+                  memories=(Memory("wmem", 32, ICE40_WMEM_WORDS, init=False),
+                            Memory("cmem", 16, ICE40_CMEM_EBR_WORDS + 2 * (ICE40_SPRAM_WORDS - ICE40_WMEM_WORDS),
+                                   init=False),
+                            Memory("vmem", 32, 976), Memory("pmem", 64, 128)),
                   board="icebreaker", clock_hz=24_000_000,
                   description="1BitSquared iCEBreaker with iCE40 UP5K")
 
