@@ -78,7 +78,7 @@ def test_core_support_names_the_reason():
 
     from mmfree.targets import get
 
-    assert "cols must be a power of two, got 5" in B._core_support(get("icebreaker"))
+    assert "rows must be a power of two, got 5" in B._core_support(get("icebreaker"))
     assert B._core_support(get("ulx3s-85f")) is None
     gc.collect()                       # no UnusedElaboratable from either core (warnings are errors here)
 

@@ -59,7 +59,7 @@ def test_board_targets():
     t4 = bs.board_target("ulx3s-85f", "16x16/4")
     assert (t4.rows, t4.cols, t4.vec_lanes) == (16, 16, 4)
     assert bs.lanes_spec(t4) == "16x16/4"
-    ib = bs.board_target("icebreaker")                             # 4x5 in the target: cols become 4
+    ib = bs.board_target("icebreaker")                             # 5x4 in the target: rows become 4
     assert (ib.rows, ib.cols, ib.vec_lanes) == (4, 4, 1)
     with pytest.raises(MmfreeError, match="known boards"):
         bs.board_target("de10")
@@ -84,7 +84,7 @@ def test_report_dir():
     assert bs.report_dir("ulx3s-85f", bs.board_target("ulx3s-85f")) == Path("bitstreams/ulx3s-85f")
     assert bs.report_dir("ulx3s-85f", bs.board_target("ulx3s-85f", "8x8"), "/r") == Path("/r/ulx3s-85f-8x8")
     assert bs.report_dir("ulx3s-85f", bs.board_target("ulx3s-85f", "16x16/4")) == Path("bitstreams/ulx3s-85f-16x16v4")
-    # the iCEBreaker's own 4x5 target and the core's 4x4 tile both keep the plain name
+    # the iCEBreaker's own 5x4 target and the core's 4x4 tile both keep the plain name
     from mmfree.targets import get
 
     assert bs.report_dir("icebreaker", get("icebreaker")) == Path("bitstreams/icebreaker")

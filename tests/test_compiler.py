@@ -83,8 +83,9 @@ def test_machine_icebreaker(tmp_path):
     ck = random_checkpoint(tmp_path / "ck", cfg, seed=9)
     res = compile_checkpoint(ck, "icebreaker", tmp_path / "ice")
     assert res.manifest["capacity"]["pmem"]["used_words"] == 125 <= 128
-    assert not (tmp_path / "ice" / "bram" / "wmem.hex").exists()      # SPRAM: loaded over the link
-    assert (tmp_path / "ice" / "bram" / "cmem.hex").exists()
+    for mem in ("wmem", "cmem"):          # SPRAM (all of wmem, most of cmem): loaded over the link
+        assert not (tmp_path / "ice" / "bram" / f"{mem}.hex").exists()
+    assert (tmp_path / "ice" / "bram" / "pmem.hex").exists()
     _compare(ck, tmp_path / "ice", tokens=32)
 
 
@@ -270,14 +271,16 @@ def test_input_length_errors():
         lay.plan(ODD["d19"], get("sim"), emb_bits=4)
 
 
-def test_capacity_error_cli_writes_nothing(ckpts, tmp_path, capsys):
-    # d50: its 8-bit embedding and vectors overflow the iCEBreaker's 4096-word cmem
+def test_capacity_error_cli_writes_nothing(tmp_path, capsys):
+    # d 200: its 8-bit embedding (25,600 words) alone overflows the iCEBreaker's 21,184-word cmem
+    ck = random_checkpoint(tmp_path / "ck", ModelConfig(vocab_size=256, hidden_size=200, num_hidden_layers=1,
+                                                        intermediate_size=64), seed=3)
     out = tmp_path / "never"
-    rc, err = _cli(capsys, ckpts["d50"], "--target", "icebreaker", "-o", out, "--keep-steps")
+    rc, err = _cli(capsys, ck, "--target", "icebreaker", "-o", out, "--keep-steps")
     assert rc == 1 and not out.exists()
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "model does not fit target icebreaker" in lines[0]
-    assert "cmem needs" in lines[0] and "4096 available" in lines[0]
+    assert "cmem needs" in lines[0] and "21184 available" in lines[0]
 
 
 def test_unknown_target(ckpts, tmp_path, capsys):

@@ -307,7 +307,7 @@ def test_load_refused_before_sending(model):
         assert d.commands(P.Command.LOAD) == []
     # other tile shape
     with GoldenTestDevice(get("icebreaker")) as d, _dev(d) as dev:
-        with pytest.raises(MmfreeError, match="compiled for 16x16 TAC lanes .*the device has 4x5"):
+        with pytest.raises(MmfreeError, match="compiled for 16x16 TAC lanes .*the device has 5x4"):
             dev.load_compiled(out)
         assert d.commands(P.Command.LOAD) == []
     # vectors aligned to 4 lanes, a core with 16 vector lanes (the other way round is fine)
@@ -458,7 +458,7 @@ def test_pick_target():
     wide = dataclasses.replace(get("sim"), vec_lanes=32)
     assert pick_target(info_of(get("icebreaker")), "icebreaker").vec_lanes == 1
     assert pick_target(info_of(wide), "sim").vec_lanes == 32
-    with pytest.raises(MmfreeError, match="target icebreaker has 4x5 TAC lanes, the device 16x16"):
+    with pytest.raises(MmfreeError, match="target icebreaker has 5x4 TAC lanes, the device 16x16"):
         pick_target(info_of(get("sim")), "icebreaker")
 
 
@@ -526,7 +526,7 @@ def test_cli_generate_compiles_into_cache(model, device, capsys, monkeypatch, tm
     assert rc == 0 and text2 == text and "compiling" not in err and "loaded" not in err
     # a target whose lanes are not the device's
     rc, _, err = _generate(capsys, "--port", device.url, "--model", str(ckpt), "--target", "icebreaker")
-    assert rc == 1 and "icebreaker has 4x5 TAC lanes, the device 16x16" in err
+    assert rc == 1 and "icebreaker has 5x4 TAC lanes, the device 16x16" in err
 
 
 def test_cli_generate_option_errors(model, capsys):
