@@ -31,9 +31,10 @@ Contract
   word is written: a rejected LOAD writes nothing. An accepted LOAD (even
   one with no data) clears the model flag, assembles each ``wb`` bytes into
   one little-endian word and writes it through ``core.load`` at word address
-  ``offset / wb + i``; the reply counts the data bytes. (The offset is
-  divided by ``wb`` with a 32-cycle serial divider: words of the ``sim`` and
-  ``ulx3s-85f`` weight memory are 52 bytes.)
+  ``offset / wb + i``; the reply counts the data bytes. (One serial divider
+  by ``wb`` takes the offset in 32 cycles, then the data length in as many
+  cycles as ``max_payload`` has bits: words of the ``sim`` and ``ulx3s-85f``
+  weight memory are 52 bytes. The range check compares byte addresses.)
 * **SET_MODEL** ``hash[16], vocab u32``: ``vocab`` must be in
   ``1 .. 65536`` (else BAD_ARGUMENT, ``detail`` = vocab); sets the model
   flag, the hash and the vocabulary size. These three registers are
@@ -77,7 +78,7 @@ from __future__ import annotations
 import enum
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
-from amaranth.lib import stream, wiring
+from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from mmfree.numerics import ACC_BITS
@@ -99,7 +100,8 @@ INTERNAL_NO_RESULT = 2        #: no result beat had ``present`` set
 INTERNAL_BAD_NEXT_TOKEN = 3   #: GENERATE: ids[0] >= vocab, cannot be fed back
 
 _SET_MODEL_BYTES = MODEL_HASH_BYTES + 4
-_ARG_BYTES = _SET_MODEL_BYTES   # the longest fixed argument block
+_ARG_WORDS = LOAD_HEADER_BYTES  # argument bytes kept in registers (SET_MODEL's vocab reuses the first 4)
+_INFO_HASH = 17                 # offset of model_hash in the INFO payload
 
 
 def command_lengths() -> dict[Command, tuple[int, bool]]:
@@ -188,7 +190,10 @@ class CommandDecoder(wiring.Component):
     -------
     header, payload, error : In
         The frame decoder's outputs (:data:`~mmfree.hw.framer.HeaderLayout`,
-        :data:`~mmfree.hw.framer.PayloadLayout`, 8-bit error codes).
+        :data:`~mmfree.hw.framer.PayloadLayout`, 8-bit error codes). A
+        header's length must not exceed ``max_payload`` (the frame decoder
+        of the same ``max_payload`` guarantees it): lengths are kept in
+        registers of ``max_payload``'s width.
     tx_header, tx_payload : Out
         The frame encoder's inputs.
     core : ``In(CoreSignature(data_bits))``
@@ -241,15 +246,19 @@ class CommandDecoder(wiring.Component):
         n_ctr = len(core.counters)
 
         # -------------------------------------------------------------- registers
+        # lengths and byte counts need only max_payload's width (the frame decoder checks the length)
+        reply_max = max(self.max_payload, len(self.info_template()), 5 + 6 * k, 1 + 8 * n_ctr, 7)
         op = Signal(8)
-        length = Signal(16)
-        cnt = Signal(16)                         # payload bytes taken of the current frame
-        args = Signal(8 * _ARG_BYTES)
+        length = Signal(range(self.max_payload + 1))  # LOAD: the data length (less the header) from LOAD_CHECK
+        cnt = Signal(range(self.max_payload + 1))     # payload bytes taken of the current frame
+        # argument bytes 0..4 (STEP token, GENERATE token and count, LOAD mem and offset); SET_MODEL's
+        # vocab (payload bytes 16..19) lands in bytes 0..3 and its hash goes to the INFO memory
+        args = Signal(8 * _ARG_WORDS)
 
         r_op = Signal(8)
-        r_len = Signal(16)
+        r_len = Signal(range(reply_max + 1))
         r_kind = Signal(_K)
-        idx = Signal(16)                         # reply payload bytes sent
+        idx = Signal(range(reply_max + 1))       # reply payload bytes sent
         post = Signal()                          # after this reply: continue the STEP/GENERATE
         slot = Signal(range(max(k, n_ctr) + 1))
         sub = Signal(3)
@@ -261,7 +270,7 @@ class CommandDecoder(wiring.Component):
         line_err = Signal()
 
         model_set = Signal(reset_less=True)
-        model_hash = Signal(8 * MODEL_HASH_BYTES, reset_less=True)
+        hbank = Signal(reset_less=True)          # which half of the INFO memory holds the model hash
         vocab = Signal(17, reset_less=True)
 
         active = Signal()
@@ -280,26 +289,20 @@ class CommandDecoder(wiring.Component):
 
         c_snap = Signal(64)
 
-        # LOAD
+        # LOAD: mem = args[:8], offset = args[8:40], data length = length (rewritten in LOAD_CHECK)
         wb_max = max((mi.width + 7) // 8 for mi in self.mems)
-        l_mem = Signal(8)
-        l_off = Signal(32)
-        l_dlen = Signal(16)
+        l_off = args[8:40]
         l_wb_last = Signal(range(wb_max))
-        l_depth = Signal(ADDR_BITS + 1)
-        waddr = Signal(ADDR_BITS)
+        waddr = Signal(max(1, (max(mi.depth for mi in self.mems) - 1).bit_length()))
         word = Signal(8 * wb_max)
         bpos = Signal(range(wb_max))
         l_pending = Signal()
         l_last = Signal()
         div_d = Signal(range(wb_max + 1))
-        div_i = Signal(range(33))
-        dvd_off = Signal(32)
-        dvd_len = Signal(32)
-        rem_off = Signal(range(2 * wb_max + 1))
-        rem_len = Signal(range(2 * wb_max + 1))
-        q_off = Signal(32)
-        q_len = Signal(32)
+        div_i = Signal(range(33 + len(length)))
+        rem = Signal(range(max(wb_max, 2)))
+        off_bad = Signal()
+        len_bad = Signal()
 
         m.d.comb += [self.model_set.eq(model_set), self.active.eq(active)]
 
@@ -309,33 +312,40 @@ class CommandDecoder(wiring.Component):
         # memory id tables (ids 0..3)
         valid_ids = [0] * 4
         wb_last_t = [0] * 4
-        depth_t = [0] * 4
+        limit_t = [0] * 4                        # memory size in bytes
         for mi in self.mems:
             valid_ids[mi.mem] = 1
             wb_last_t[mi.mem] = (mi.width + 7) // 8 - 1
-            depth_t[mi.mem] = mi.depth
+            limit_t[mi.mem] = mi.depth * ((mi.width + 7) // 8)
         valid_a = Array(Const(v, 1) for v in valid_ids)
         wb_last_a = Array(Const(v, range(wb_max)) for v in wb_last_t)
-        depth_a = Array(Const(v, ADDR_BITS + 1) for v in depth_t)
+        limit_a = Array(Const(v, range(max(limit_t) + 1)) for v in limit_t)
 
         # -------------------------------------------------------------- reply payload bytes
         tx_byte = Signal(8)
+        # INFO comes from a memory of two copies of the template: the model hash of SET_MODEL is written
+        # into the copy not in use, which replaces the other once the command is accepted (a rejected
+        # SET_MODEL changes nothing). Like the registers it replaces, the memory keeps the hash over a reset.
         info = list(self.info_template())
-        info_bytes = [Const(b, 8) for b in info]
-        info_bytes[3] = Cat(model_set, Const(0, 7))
-        for j in range(MODEL_HASH_BYTES):
-            info_bytes[17 + j] = model_hash.word_select(j, 8)
         info_len = len(info)
-        pad = 1 << (info_len - 1).bit_length()
-        info_a = Array(info_bytes + [Const(0, 8)] * (pad - info_len))
+        ia_bits = (info_len - 1).bit_length()
+        assert info[_INFO_HASH:_INFO_HASH + MODEL_HASH_BYTES] == [0] * MODEL_HASH_BYTES
+        m.submodules.info_mem = info_mem = memory.Memory(shape=8, depth=2 << ia_bits,
+                                                         init=(info + [0] * ((1 << ia_bits) - info_len)) * 2)
+        info_rd = info_mem.read_port(domain="sync")
+        info_wr = info_mem.write_port()
+        idx_inc = Signal.like(idx)
+        idx_next = Signal.like(idx)              # idx after this cycle (the INFO memory's read address)
+        m.d.comb += [idx_inc.eq(idx + 1), idx_next.eq(idx),
+                     info_rd.addr.eq(Cat(idx_next[:ia_bits], hbank))]
         acc32 = Signal(signed(32))
         k8 = Signal(8)
         m.d.comb += [acc32.eq(accs[slot]), k8.eq(n_res)]
         with m.Switch(r_kind):
             with m.Case(_K.INFO):
-                m.d.comb += tx_byte.eq(info_a[idx[:(pad - 1).bit_length()]])
+                m.d.comb += tx_byte.eq(Mux(idx == 3, Cat(model_set, Const(0, 7)), info_rd.data))
             with m.Case(_K.LOAD):
-                m.d.comb += tx_byte.eq(Cat(l_mem, l_off, l_dlen, Const(0, 8)).word_select(idx[:3], 8))
+                m.d.comb += tx_byte.eq(Cat(args[:40], length, Const(0, 8)).word_select(idx[:3], 8))
             with m.Case(_K.DONE):
                 m.d.comb += tx_byte.eq(done.word_select(idx[0], 8))
             with m.Case(_K.ERROR):
@@ -355,6 +365,7 @@ class CommandDecoder(wiring.Component):
                         m.d.comb += tx_byte.eq(acc32.word_select(sub[:2], 8))
 
         ctr_a = Array(core.counters[j] for j in range(n_ctr))
+        c_idx = Signal(range(n_ctr + 1))         # the counter that c_snap samples (one mux for both places)
 
         # -------------------------------------------------------------- helpers (sync actions)
         def reply(opcode, nbytes, kind, *, after_step=False):
@@ -393,7 +404,7 @@ class CommandDecoder(wiring.Component):
 
         a_token = args[:16]
         a_count = args[16:32]
-        a_vocab = args[8 * MODEL_HASH_BYTES:8 * MODEL_HASH_BYTES + 32]
+        a_vocab = args[:32]
 
         # -------------------------------------------------------------- FSM
         with m.FSM():
@@ -450,9 +461,14 @@ class CommandDecoder(wiring.Component):
             with m.State("ARGS"):
                 m.d.comb += self.payload.ready.eq(1)
                 with m.If(self.payload.valid):
-                    with m.If(cnt < _ARG_BYTES):
-                        m.d.sync += args.word_select(cnt[:(_ARG_BYTES - 1).bit_length()], 8).eq(
-                            self.payload.payload.data)
+                    data_in = self.payload.payload.data
+                    with m.If(cnt < _ARG_WORDS):
+                        m.d.sync += args.word_select(cnt[:3], 8).eq(data_in)
+                    with m.Elif((cnt >= MODEL_HASH_BYTES) & (cnt < _SET_MODEL_BYTES)):
+                        m.d.sync += args.word_select(cnt[:2], 8).eq(data_in)
+                    # hash bytes (SET_MODEL) into the unused INFO copy; harmless for other commands
+                    m.d.comb += [info_wr.addr.eq(Cat((cnt[:4] + _INFO_HASH)[:ia_bits], ~hbank)), info_wr.data.eq(data_in),
+                                 info_wr.en.eq(cnt < MODEL_HASH_BYTES)]
                     m.d.sync += cnt.eq(cnt + 1)
                     with m.If((op == Command.LOAD) & (cnt == LOAD_HEADER_BYTES - 1)):
                         m.next = "LOAD_CHECK"
@@ -488,8 +504,7 @@ class CommandDecoder(wiring.Component):
                         with m.If((a_vocab == 0) | (a_vocab > (1 << 16))):
                             error(ErrorCode.BAD_ARGUMENT, op, a_vocab)
                         with m.Else():
-                            m.d.sync += [model_set.eq(1), model_hash.eq(args[:8 * MODEL_HASH_BYTES]),
-                                         vocab.eq(a_vocab)]
+                            m.d.sync += [model_set.eq(1), hbank.eq(~hbank), vocab.eq(a_vocab)]
                             reply(Reply.SET_MODEL, 0, _K.NONE)
                     with m.Default():       # unreachable: checked at the header
                         error(ErrorCode.INTERNAL, op, 0)
@@ -510,46 +525,55 @@ class CommandDecoder(wiring.Component):
                 mem8 = args[:8]
                 mid = mem8[:2]
                 dlen = length - LOAD_HEADER_BYTES
-                m.d.sync += [l_mem.eq(mem8), l_off.eq(args[8:40]), l_dlen.eq(dlen)]
+                m.d.sync += length.eq(dlen)
                 with m.If((mem8 >= 4) | ~valid_a[mid]):
                     error(ErrorCode.BAD_ARGUMENT, Command.LOAD, mem8)
                     drain_then_send(dlen != 0)
                 with m.Else():
-                    m.d.sync += [l_wb_last.eq(wb_last_a[mid]), l_depth.eq(depth_a[mid]),
-                                 div_d.eq(wb_last_a[mid] + 1), div_i.eq(0),
-                                 dvd_off.eq(args[8:40]), dvd_len.eq(dlen), rem_off.eq(0), rem_len.eq(0)]
+                    m.d.sync += [l_wb_last.eq(wb_last_a[mid]), div_d.eq(wb_last_a[mid] + 1), div_i.eq(0),
+                                 rem.eq(0)]
                     m.next = "LOAD_DIV"
 
             with m.State("LOAD_DIV"):
-                def div_step(dvd, rem, q):
-                    r2 = Cat(dvd[31], rem)
-                    ge = r2 >= div_d
-                    m.d.sync += [dvd.eq(dvd << 1), q.eq(Cat(ge, q[:31])),
-                                 rem.eq(Mux(ge, r2 - div_d, r2))]
-                div_step(dvd_off, rem_off, q_off)
-                div_step(dvd_len, rem_len, q_len)
-                m.d.sync += div_i.eq(div_i + 1)
+                # one serial divider by the word size, first over the offset (32 cycles: its quotient
+                # is the first word address), then over the data length (len(length) cycles: only the
+                # remainder counts). Each operand is rotated in place, so it is intact afterwards.
+                len_phase = div_i[5]
+                r2 = Cat(Mux(len_phase, length[-1], l_off[31]), rem)
+                ge = r2 >= div_d
+                r_new = Mux(ge, r2 - div_d, r2)
+                m.d.sync += [rem.eq(r_new), div_i.eq(div_i + 1)]
+                with m.If(len_phase):
+                    m.d.sync += length.eq(Cat(length[-1], length[:-1]))
+                with m.Else():
+                    m.d.sync += [l_off.eq(Cat(l_off[31], l_off[:31])), waddr.eq(Cat(ge, waddr[:-1]))]
                 with m.If(div_i == 31):
+                    m.d.sync += [off_bad.eq(r_new != 0), rem.eq(0)]
+                with m.If(div_i == 31 + len(length)):
+                    m.d.sync += len_bad.eq(r_new != 0)
                     m.next = "LOAD_RANGE"
 
             with m.State("LOAD_RANGE"):
-                more = l_dlen != 0
-                with m.If(rem_off != 0):
+                more = length != 0
+                # offset and length are whole words here, so the byte end is past the memory's end
+                # exactly when the word end is
+                l_end = Signal(33)
+                m.d.comb += l_end.eq(l_off + length)
+                with m.If(off_bad):
                     error(ErrorCode.BAD_ARGUMENT, Command.LOAD, l_off)
                     drain_then_send(more)
-                with m.Elif(rem_len != 0):
-                    error(ErrorCode.BAD_ARGUMENT, Command.LOAD, l_dlen)
+                with m.Elif(len_bad):
+                    error(ErrorCode.BAD_ARGUMENT, Command.LOAD, length)
                     drain_then_send(more)
-                with m.Elif((q_off + q_len) > l_depth):
-                    error(ErrorCode.BAD_ARGUMENT, Command.LOAD, l_off + l_dlen)
+                with m.Elif(l_end > limit_a[args[:2]]):
+                    error(ErrorCode.BAD_ARGUMENT, Command.LOAD, l_end[:32])
                     drain_then_send(more)
                 with m.Else():
-                    m.d.sync += [model_set.eq(0), waddr.eq(q_off), bpos.eq(0), word.eq(0), l_pending.eq(0),
-                                 l_last.eq(~more)]
+                    m.d.sync += [model_set.eq(0), bpos.eq(0), word.eq(0), l_pending.eq(0), l_last.eq(~more)]
                     m.next = "LOAD_DATA"
 
             with m.State("LOAD_DATA"):
-                m.d.comb += [core.load.valid.eq(l_pending), core.load.payload.mem.eq(l_mem[:2]),
+                m.d.comb += [core.load.valid.eq(l_pending), core.load.payload.mem.eq(args[:2]),
                              core.load.payload.addr.eq(waddr), core.load.payload.data.eq(word),
                              self.payload.ready.eq((~l_pending | core.load.ready) & ~l_last)]
                 # a word leaving and the next word's first byte arriving may share a cycle: the byte's
@@ -615,7 +639,7 @@ class CommandDecoder(wiring.Component):
                              self.tx_header.payload.length.eq(r_len)]
                 with m.If(self.tx_header.ready):
                     with m.If(r_kind == _K.COUNTERS):
-                        m.d.sync += c_snap.eq(ctr_a[0])
+                        m.d.sync += c_snap.eq(ctr_a[c_idx])
                     with m.If(r_len == 0):
                         finish()
                     with m.Else():
@@ -630,14 +654,16 @@ class CommandDecoder(wiring.Component):
                                  self.payload.ready.eq(self.tx_payload.ready)]
                 with m.Else():
                     m.d.comb += [self.tx_payload.valid.eq(1), self.tx_payload.payload.data.eq(tx_byte)]
+                m.d.comb += c_idx.eq(slot + 1)
                 with m.If(self.tx_payload.valid & self.tx_payload.ready):
-                    m.d.sync += idx.eq(idx + 1)
+                    m.d.comb += idx_next.eq(idx_inc)
+                    m.d.sync += idx.eq(idx_inc)
                     with m.Switch(r_kind):
                         with m.Case(_K.COUNTERS):
                             with m.If(idx != 0):
                                 m.d.sync += sub.eq(sub + 1)
                                 with m.If((sub == 7) & (slot < n_ctr - 1)):
-                                    m.d.sync += [slot.eq(slot + 1), c_snap.eq(ctr_a[slot + 1])]
+                                    m.d.sync += [slot.eq(slot + 1), c_snap.eq(ctr_a[c_idx])]
                         with m.Case(_K.TOPK):
                             with m.Switch(tph):
                                 with m.Case(0):

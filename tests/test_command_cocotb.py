@@ -28,22 +28,32 @@ TARGET = Target(name="cmdtest", rows=16, cols=16, vec_lanes=16, packing="b3", em
                           Memory("pmem", 64, 32)), clock_hz=12_345_678)
 MAX_PAYLOAD = 256
 TIMEOUT = 64
+#: iCEBreaker-like: power-of-two words up to 64 bits, topk 4, and a smaller max_payload (narrower length registers).
+ICE_TARGET = Target(name="cmdtest-ice", rows=5, cols=4, vec_lanes=1, packing="b3", emb_bits=8, topk=4,
+                    max_input=None, memories=(Memory("wmem", 32, 40), Memory("cmem", 16, 300),
+                                              Memory("vmem", 32, 64), Memory("pmem", 64, 32)),
+                    clock_hz=24_000_000)
+ICE_MAX_PAYLOAD = 128
 
 
-def _params(fuzz_frames: int) -> dict:
-    return {"max_payload": MAX_PAYLOAD, "timeout": TIMEOUT, "topk": TARGET.topk, "rows": TARGET.rows,
-            "cols": TARGET.cols, "vec_lanes": TARGET.vec_lanes, "clock_hz": TARGET.clock_hz,
-            "memories": [[m.mem, m.width, m.depth] for m in memory_table(TARGET)], "fuzz_frames": fuzz_frames}
+def _params(fuzz_frames: int, target=TARGET, max_payload=MAX_PAYLOAD) -> dict:
+    return {"max_payload": max_payload, "timeout": TIMEOUT, "topk": target.topk, "rows": target.rows,
+            "cols": target.cols, "vec_lanes": target.vec_lanes, "clock_hz": target.clock_hz,
+            "memories": [[m.mem, m.width, m.depth] for m in memory_table(target)], "fuzz_frames": fuzz_frames}
 
 
-def _run(fuzz_frames: int, testcase=None, seed=None):
-    run_cocotb(LinkTop(TARGET, max_payload=MAX_PAYLOAD, timeout=TIMEOUT), test_module="test_command",
-               build_dir=BUILD / "command", module_dirs=[REPO / "tests" / "cocotb"], params=_params(fuzz_frames),
-               testcase=testcase, seed=seed)
+def _run(fuzz_frames: int, testcase=None, seed=None, target=TARGET, max_payload=MAX_PAYLOAD, build="command"):
+    run_cocotb(LinkTop(target, max_payload=max_payload, timeout=TIMEOUT), test_module="test_command",
+               build_dir=BUILD / build, module_dirs=[REPO / "tests" / "cocotb"],
+               params=_params(fuzz_frames, target, max_payload), testcase=testcase, seed=seed)
 
 
 def test_command_cocotb():
     _run(fuzz_frames=120, seed=1)
+
+
+def test_command_icebreaker_shape_cocotb():
+    _run(fuzz_frames=120, seed=2, target=ICE_TARGET, max_payload=ICE_MAX_PAYLOAD, build="command_ice")
 
 
 @pytest.mark.slow
