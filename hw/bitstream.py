@@ -85,6 +85,9 @@ class Device:
     build_clock_hz: int | None = None
     #: extra nextpnr options of that default build (when ``--nextpnr-args`` is not given)
     build_nextpnr_opts: tuple = ()
+    #: the core built for the board: ``parallel`` (:class:`~mmfree.hw.core.Core`, any power-of-two tile)
+    #: or ``serial`` (:class:`~mmfree.hw.serial_core.SerialCore`, the target's 5 x 4 tile only)
+    core: str = "parallel"
 
 
 DEVICES = {
@@ -97,7 +100,7 @@ DEVICES = {
                         build_nextpnr_opts=("--placer-heap-beta", "0.8")),
     "icebreaker": Device(family="ice40", part="iCE40UP5K-SG48", luts=5280, ffs=5280, brams=30, bram_bits=4096,
                          dsps=8, sprams=4, bram_cell="SB_RAM40_4K", dsp_cells=("SB_MAC16",),
-                         bram_shapes=((2048, 2), (1024, 4), (512, 8), (256, 16))),
+                         bram_shapes=((2048, 2), (1024, 4), (512, 8), (256, 16)), core="serial"),
 }
 
 #: ECP5 memories small enough for distributed (LUT) RAM are left out of the block-RAM estimate.
@@ -169,6 +172,11 @@ def board_target(board: str, lanes=None, clock_hz: int | None = None, base: Targ
     if board not in DEVICES:
         raise MmfreeError(f"unknown board {board!r}; known boards: {', '.join(DEVICES)}")
     t = base if base is not None else targets.get(board)
+    if DEVICES[board].core == "serial":
+        if lanes is not None and tuple(targets.parse_tile(lanes)[:2]) != (t.rows, t.cols):
+            raise MmfreeError(f"{board}: the serial core has one tile, {t.rows}x{t.cols}; --lanes {lanes} "
+                              f"cannot be built")
+        return t if clock_hz is None else dataclasses.replace(t, clock_hz=int(clock_hz))
     if lanes is None:
         r, c = _pow2_floor(t.rows), _pow2_floor(t.cols)
         v = _pow2_floor(min(t.vec_lanes, r, c))
@@ -224,6 +232,12 @@ def lut_estimate(target: Target, family: str) -> int:
     return est if family == "ecp5" else int(est * 1.1)
 
 
+#: LUT4 equivalents of the whole iCEBreaker top with the serial core (synth_ice40, see docs/bitstreams.md)
+SERIAL_LUT_ESTIMATE = 5000
+#: SB_MAC16 of the serial core: its one 32 x 32 multiplier
+SERIAL_DSP_ESTIMATE = 4
+
+
 def dsp_estimate(target: Target) -> int:
     """18x18 multipliers the core infers: 7 per vector lane (statistics and quantization passes)
     and 36 in the shadow statistics, the scalar units and the epilogue (148 at vec_lanes 16 by synth_ecp5)."""
@@ -249,9 +263,11 @@ def estimate(board: str, target: Target, memories: list[tuple[str, int, int]]) -
             spram = True
         per.append({"memory": name, "width": width, "depth": depth, "brams": n, "wants_spram": spram})
     total = sum(p["brams"] for p in per)
-    luts = lut_estimate(target, dev.family)
+    serial = dev.core == "serial"
+    luts = SERIAL_LUT_ESTIMATE if serial else lut_estimate(target, dev.family)
+    dsps = SERIAL_DSP_ESTIMATE if serial else dsp_estimate(target)
     return {"brams": total, "brams_available": dev.brams, "luts": luts, "luts_available": dev.luts,
-            "dsps": dsp_estimate(target), "dsps_available": dev.dsps, "memories": per}
+            "dsps": dsps, "dsps_available": dev.dsps, "memories": per}
 
 
 def check_estimate(board: str, est: dict) -> list[str]:
@@ -340,6 +356,14 @@ def _core_class():
             return m
 
     return PatchableCore
+
+
+def core_factory(board: str):
+    """The board's core: :class:`~mmfree.hw.serial_core.SerialCore`, or a :func:`PatchableCore`."""
+    if DEVICES[board].core == "serial":
+        from .serial_core import SerialCore
+        return SerialCore
+    return lambda t: PatchableCore(t)
 
 
 def PatchableCore(target, init=None):
@@ -589,7 +613,7 @@ def build(board: str, out=None, *, lanes=None, clock_hz: int | None = None, mode
     t0 = time.perf_counter()
     plat = board_platform(board)
     try:
-        top = BoardTop(board, target=target, core_factory=lambda t: PatchableCore(t), baud=baud)
+        top = BoardTop(board, target=target, core_factory=core_factory(board), baud=baud)
     except ValueError as e:                 # e.g. no UART divisor for this clock and baud rate
         raise MmfreeError(f"{board} at {target.clock_hz / 1e6:g} MHz: {e}") from None
     name = "top"
@@ -625,6 +649,7 @@ def build(board: str, out=None, *, lanes=None, clock_hz: int | None = None, mode
                    "max_input": target.max_input, "clock_hz": target.clock_hz,
                    "memories": {m.name: {"width": m.width, "depth": m.depth} for m in target.memories}},
         "lanes": target.lanes,
+        "core": dev.core,
         "weight_capacity_trits": target.memory("wmem").depth * target.lanes,
         "pll": pll,
         "uart": {"baud": top.baud, "divisor": top.divisor, "pins": [q for q in pins if "uart" in q["port"]]},

@@ -112,17 +112,19 @@ class MatrixEngine(wiring.Component):
             bads.append(bb)
         tw = Cat(*trits)                                        # trit i in bits [2i+1:2i]: nz, ng
         m.d.comb += bad.eq(v1 & Cat(*bads).any())
-        codes = [self.q_data[8 * c:8 * c + 8].as_signed() for c in range(COLS)]
+        codes = [self.q_data[8 * c:8 * c + 8] for c in range(COLS)]
         psum = [Signal(signed(11), name=f"psum{r}") for r in range(ROWS)]
         v2, end2, seg2 = Signal(), Signal(), Signal(2)
         m.d.sync += [v2.eq(v1), end2.eq(end1), seg2.eq(seg1)]
         for r in range(ROWS):
-            terms = []
+            # -q = ~q + 1: each term is (q ^ neg) & nz, and the +1s of the negated terms add up separately
+            terms, ones = [], []
             for c in range(COLS):
                 i = COLS * r + c
                 nz, ng = tw[2 * i], tw[2 * i + 1]
-                terms.append(Mux(nz, Mux(ng, -codes[c], codes[c]), 0))
-            m.d.sync += psum[r].eq(sum(terms[1:], terms[0]))
+                terms.append(((codes[c] ^ ng.replicate(8)) & nz.replicate(8)).as_signed())
+                ones.append(nz & ng)
+            m.d.sync += psum[r].eq((terms[0] + terms[1]) + (terms[2] + terms[3]) + sum(ones[1:], ones[0]))
         with m.If(bad):
             m.d.sync += self.error.eq(1)
         with m.If(self.error_clear):
@@ -134,10 +136,11 @@ class MatrixEngine(wiring.Component):
         vaddr = Signal(len(self.v_addr))
         with m.If(v2):
             for r in range(ROWS):
+                total = Signal(signed(ACC_BITS), name=f"total{r}")
+                m.d.comb += total.eq(acc[r] + psum[r])
+                m.d.sync += acc[r].eq(Mux(end2, 0, total))
                 with m.If(end2):
-                    m.d.sync += [outs[r].eq(acc[r] + psum[r]), acc[r].eq(0)]
-                with m.Else():
-                    m.d.sync += acc[r].eq(acc[r] + psum[r])
+                    m.d.sync += outs[r].eq(total)
             with m.If(end2):
                 m.d.sync += [drain_left.eq(ROWS), vaddr.eq(self.abuf + ROWS * seg2)]
         # drain: one word per cycle into vmem

@@ -144,7 +144,6 @@ class UCpu(wiring.Component):
         is_load_bus = is_(Op.LDV, Op.LDC, Op.LDCU, Op.LDP, Op.LDS)
         is_branch = op[3:6] == 0b110                      # 0x30..0x37 (BEQ..BGEU)
         is_jump = is_(Op.JMP, Op.JAL, Op.JR)
-        is_shift = is_(Op.SHR, Op.SHRP)
         is_mul = is_(Op.MUL, Op.MAC, Op.MULI, Op.MULS)
         writes_exe = is_(Op.ADD, Op.SUB, Op.AND, Op.OR, Op.XOR, Op.MIN, Op.MAX, Op.MAXABS, Op.BITLEN,
                          Op.ADDS, Op.ADDI, Op.ANDI, Op.ORI, Op.LUI, Op.JAL, Op.LDIO)
@@ -170,6 +169,8 @@ class UCpu(wiring.Component):
                 m.d.comb += opb.eq(Cat(Const(0, 16), imm16))
             with m.Case(Op.MAXABS):
                 m.d.comb += opb.eq(absb)
+            with m.Case(Op.SHR):
+                m.d.comb += opb.eq(1)                     # SHR shifts the product ra * 1
             with m.Default():
                 m.d.comb += opb.eq(Mux(is_itype, imm16.as_signed(), b))
 
@@ -186,53 +187,44 @@ class UCpu(wiring.Component):
         eq = a == b
 
         # ------------------------------------------------------------ ALU result
+        # an AND-OR of sources, each zero unless selected: logic unit (AND, OR = AND | XOR, XOR,
+        # pass opb, pass a: MIN/MAX/MAXABS), adder (ADDS saturates), bitlen, pc + 1, token
         sel_b = Mux(op == int(Op.MIN), ~lt, lt)
-        ovf = (a[31] == b[31]) & (ssum[31] != a[31])
+        is_sel = is_(Op.MIN, Op.MAX, Op.MAXABS)
+        c_and = is_(Op.AND, Op.ANDI, Op.OR, Op.ORI).replicate(32)
+        c_xor = is_(Op.XOR, Op.OR, Op.ORI).replicate(32)
+        c_b = (is_(Op.LUI) | (is_sel & sel_b)).replicate(32)
+        c_a = (is_sel & ~sel_b).replicate(32)
+        logic = (a & opb & c_and) | ((a ^ opb) & c_xor) | (opb & c_b) | (a & c_a)
+        sat_add = is_(Op.ADDS) & (a[31] == b[31]) & (ssum[31] != a[31])
+        adder = Mux(sat_add, Mux(a[31], 1 << 31, (1 << 31) - 1), ssum) & is_(Op.ADD, Op.SUB, Op.ADDI, Op.ADDS).replicate(32)
         blen = bitlen(m, a, "blen")
         alu = Signal(32)
-        with m.Switch(op):
-            with m.Case(Op.ADD, Op.SUB, Op.ADDI):
-                m.d.comb += alu.eq(ssum)
-            with m.Case(Op.ADDS):
-                m.d.comb += alu.eq(Mux(ovf, Mux(a[31], 1 << 31, (1 << 31) - 1), ssum))
-            with m.Case(Op.AND, Op.ANDI):
-                m.d.comb += alu.eq(a & opb)
-            with m.Case(Op.OR, Op.ORI):
-                m.d.comb += alu.eq(a | opb)
-            with m.Case(Op.XOR):
-                m.d.comb += alu.eq(a ^ opb)
-            with m.Case(Op.LUI):
-                m.d.comb += alu.eq(opb)
-            with m.Case(Op.MIN, Op.MAX, Op.MAXABS):
-                m.d.comb += alu.eq(Mux(sel_b, opb, a))
-            with m.Case(Op.BITLEN):
-                m.d.comb += alu.eq(blen)
-            with m.Case(Op.JAL):
-                m.d.comb += alu.eq(pc + 1)
-            with m.Case(Op.LDIO):
-                m.d.comb += alu.eq(self.token)
+        m.d.comb += alu.eq(logic | adder | (blen & is_(Op.BITLEN).replicate(6))
+                           | ((pc + 1) & is_(Op.JAL).replicate(10)) | (self.token & is_(Op.LDIO).replicate(16)))
 
         # ------------------------------------------------------------ multiplier
         m.d.sync += prod.eq(a.as_signed() * opb.as_signed())
 
         # ------------------------------------------------------------ shift unit, stage 1
-        # amount s = rb + imm7 (imm7 for MULS); s < 0 shifts sat32(X) << 32 right by 32 + s
+        # source X: P (SHRP) or the product (MULS; SHR: ra * 1); amount s = rb + imm7 (MULS: imm7);
+        # s < 0 shifts sat32(X) << 32 right by 32 + s. z = X >> amt[2:0], then 8 per cycle.
         s7 = Signal(7)
         m.d.comb += s7.eq(Mux(op == int(Op.MULS), 0, b[0:7]) + imm7)
         neg = s7[6]
-        src = Signal(signed(64))
-        with m.Switch(op):
-            with m.Case(Op.SHRP):
-                m.d.comb += src.eq(P)
-            with m.Case(Op.MULS):
-                m.d.comb += src.eq(prod)
-            with m.Default():
-                m.d.comb += src.eq(a.as_signed())
+        src = Mux(op == int(Op.SHRP), P, prod)
         fits = src[31:64].all() | ~src[31:64].any()
         sat_src = Mux(fits, src[0:32], Mux(src[63], 1 << 31, (1 << 31) - 1))
         w = Mux(neg, Cat(Const(0, 33), sat_src), Cat(Const(0, 1), src))
         amt = s7[0:6] ^ Cat(Const(0, 5), neg)
-        m.d.sync += z.eq(w.as_signed() >> amt)
+        for k in range(3):
+            step, stage = 1 << k, Signal(65, name=f"shift{k}")
+            m.d.comb += stage.eq(Mux(amt[k], Cat(w[step:], w[64].replicate(step)), w))
+            w = stage
+        shf = Signal()                                    # in SHF: z >>= 8
+        m.d.sync += z.eq(Mux(shf, Cat(z[8:], z[64].replicate(8)), w))
+        shf_n = Signal(3)
+        shf_done = shf_n == amt[3:6]
 
         # ------------------------------------------------------------ shift unit, stage 2
         # r = (z >> 1) + (round & z[0]); low word rl, high word z[64:33] (+ carry)
@@ -322,10 +314,11 @@ class UCpu(wiring.Component):
                 with m.Elif(op == int(Op.MATRIX)):
                     m.d.comb += self.mat_start.eq(1)
                     m.next = "MAT"
-                with m.Elif(is_mul):
+                with m.Elif(is_mul | (op == int(Op.SHR))):
                     m.next = "MULW"
-                with m.Elif(is_shift):
-                    m.next = "FIN"
+                with m.Elif(op == int(Op.SHRP)):
+                    m.d.sync += shf_n.eq(0)
+                    m.next = "SHF"
                 with m.Elif(op == int(Op.HALT)):
                     m.d.sync += busy.eq(0)
                     m.next = "IDLE"
@@ -341,15 +334,19 @@ class UCpu(wiring.Component):
                     m.next = "DEC"
             with m.State("MULW"):
                 m.d.comb += fetch_addr.eq(pc + 1)
-                with m.If(op == int(Op.MULS)):
-                    m.next = "FIN"
+                with m.If(is_(Op.MULS, Op.SHR)):
+                    m.d.sync += shf_n.eq(0)
+                    m.next = "SHF"
                 with m.Else():
                     m.d.sync += P.eq(Mux(op == int(Op.MAC), P, 0) + prod)
                     m.d.comb += fetch.eq(1)
                     m.next = "DEC"
-            with m.State("FIN"):
-                m.d.comb += [fetch.eq(1), fetch_addr.eq(pc + 1), wen.eq(1), wdata.eq(shres)]
-                m.next = "DEC"
+            with m.State("SHF"):
+                m.d.comb += [fetch_addr.eq(pc + 1), wdata.eq(shres), shf.eq(1)]
+                m.d.sync += shf_n.eq(shf_n + 1)
+                with m.If(shf_done):
+                    m.d.comb += [fetch.eq(1), wen.eq(1)]
+                    m.next = "DEC"
             with m.State("LDW"):
                 m.d.comb += [fetch_addr.eq(pc + 1), wdata.eq(ldres)]
                 with m.If(self.mem_rvalid):
