@@ -156,27 +156,27 @@ class UCpu(wiring.Component):
 
         a = rfa_rd.data
         b = rfb_rd.data
-        m.d.comb += [rfa_rd.addr.eq(ra_f), rfb_rd.addr.eq(Mux(is_store, rd, rb_f))]
+        rd0 = Signal()                                    # MAXABS: read r0 on port A (for 0 - rb)
+        negst = Signal()                                  # MAXABS: write 0 - rb
+        m.d.comb += [rfa_rd.addr.eq(Mux(rd0, 0, ra_f)), rfb_rd.addr.eq(Mux(is_store, rd, rb_f))]
 
         # ------------------------------------------------------------ operand B
-        absb = Signal(32)
-        m.d.comb += absb.eq(Mux(b[31], -b, b))
         opb = Signal(32)
         with m.Switch(op):
             with m.Case(Op.ANDI, Op.ORI):
                 m.d.comb += opb.eq(imm16)
             with m.Case(Op.LUI):
                 m.d.comb += opb.eq(Cat(Const(0, 16), imm16))
-            with m.Case(Op.MAXABS):
-                m.d.comb += opb.eq(absb)
             with m.Case(Op.SHR):
                 m.d.comb += opb.eq(1)                     # SHR shifts the product ra * 1
             with m.Default():
                 m.d.comb += opb.eq(Mux(is_itype, imm16.as_signed(), b))
 
         # ------------------------------------------------------------ adder and compares
-        # a - opb (or a + opb) in 33 bits; signed compares flip both sign bits
-        sub = is_(Op.SUB, Op.MIN, Op.MAX, Op.MAXABS) | is_branch
+        # a - opb (or a + opb) in 33 bits; signed compares flip both sign bits.
+        # MAXABS compares a with |b| as a - b (b >= 0) or a + b (b < 0): the borrow is a < |b|
+        is_maxabs = op == int(Op.MAXABS)
+        sub = is_(Op.SUB, Op.MIN, Op.MAX) | is_branch | (is_maxabs & (~b[31] | negst))
         flip = is_(Op.MIN, Op.MAX, Op.BLT, Op.BGE)
         fa = a ^ Cat(Const(0, 31), flip)
         fb = (opb ^ Cat(Const(0, 31), flip)) ^ sub.replicate(32)
@@ -193,11 +193,12 @@ class UCpu(wiring.Component):
         is_sel = is_(Op.MIN, Op.MAX, Op.MAXABS)
         c_and = is_(Op.AND, Op.ANDI, Op.OR, Op.ORI).replicate(32)
         c_xor = is_(Op.XOR, Op.OR, Op.ORI).replicate(32)
-        c_b = (is_(Op.LUI) | (is_sel & sel_b)).replicate(32)
-        c_a = (is_sel & ~sel_b).replicate(32)
+        c_b = (is_(Op.LUI) | (is_sel & sel_b & ~negst)).replicate(32)
+        c_a = (is_sel & ~sel_b & ~negst).replicate(32)
         logic = (a & opb & c_and) | ((a ^ opb) & c_xor) | (opb & c_b) | (a & c_a)
         sat_add = is_(Op.ADDS) & (a[31] == b[31]) & (ssum[31] != a[31])
-        adder = Mux(sat_add, Mux(a[31], 1 << 31, (1 << 31) - 1), ssum) & is_(Op.ADD, Op.SUB, Op.ADDI, Op.ADDS).replicate(32)
+        adder = Mux(sat_add, Mux(a[31], 1 << 31, (1 << 31) - 1), ssum) & (
+            is_(Op.ADD, Op.SUB, Op.ADDI, Op.ADDS) | negst).replicate(32)
         blen = bitlen(m, a, "blen")
         alu = Signal(32)
         m.d.comb += alu.eq(logic | adder | (blen & is_(Op.BITLEN).replicate(6))
@@ -298,7 +299,10 @@ class UCpu(wiring.Component):
                 m.next = "EXE"
             with m.State("EXE"):
                 m.d.comb += [fetch_addr.eq(next_pc), wdata.eq(alu), wen.eq(writes_exe)]
-                with m.If(is_load_bus | is_store):
+                with m.If(is_maxabs & lt & b[31]):         # |b| > a, b < 0: rd = 0 - b
+                    m.d.comb += wen.eq(0)
+                    m.next = "RD0"
+                with m.Elif(is_load_bus | is_store):
                     m.d.comb += self.mem_valid.eq(1)
                     with m.If(self.mem_ready):
                         with m.If(is_store):
@@ -341,6 +345,12 @@ class UCpu(wiring.Component):
                     m.d.sync += P.eq(Mux(op == int(Op.MAC), P, 0) + prod)
                     m.d.comb += fetch.eq(1)
                     m.next = "DEC"
+            with m.State("RD0"):
+                m.d.comb += [rf_en.eq(1), rd0.eq(1)]
+                m.next = "NEG"
+            with m.State("NEG"):
+                m.d.comb += [negst.eq(1), fetch.eq(1), fetch_addr.eq(pc + 1), wen.eq(1), wdata.eq(alu)]
+                m.next = "DEC"
             with m.State("SHF"):
                 m.d.comb += [fetch_addr.eq(pc + 1), wdata.eq(shres), shf.eq(1)]
                 m.d.sync += shf_n.eq(shf_n + 1)
