@@ -119,10 +119,7 @@ class SerialCore(wiring.Component):
         m.d.sync += ctr[0].eq(ctr[0] + 1)
         with m.If(self.result.valid & self.result.ready & self.result.payload.last):
             m.d.sync += ctr[1].eq(ctr[1] + 1)
-        with m.If(cpu.busy):
-            for i in range(2, len(COUNTER_NAMES)):
-                with m.If(cpu.phase == i):
-                    m.d.sync += ctr[i].eq(ctr[i] + 1)
+
         for i, c in enumerate(ctr):
             m.d.comb += self.counters[i].eq(c)
 

@@ -184,7 +184,7 @@ class UCpu(wiring.Component):
         m.d.comb += sum33.eq(fa + fb + sub)
         ssum = sum33[0:32]
         lt = ~sum33[32]                                   # borrow: a < opb
-        eq = a == b
+        eq = ssum == 0                                    # BEQ/BNE: a - b
 
         # ------------------------------------------------------------ ALU result
         # an AND-OR of sources, each zero unless selected: logic unit (AND, OR = AND | XOR, XOR,
@@ -200,9 +200,11 @@ class UCpu(wiring.Component):
         adder = Mux(sat_add, Mux(a[31], 1 << 31, (1 << 31) - 1), ssum) & (
             is_(Op.ADD, Op.SUB, Op.ADDI, Op.ADDS) | negst).replicate(32)
         blen = bitlen(m, a, "blen")
+        pc1 = Signal(PC_BITS + 1)
+        m.d.comb += pc1.eq(pc + 1)
         alu = Signal(32)
         m.d.comb += alu.eq(logic | adder | (blen & is_(Op.BITLEN).replicate(6))
-                           | ((pc + 1) & is_(Op.JAL).replicate(10)) | (self.token & is_(Op.LDIO).replicate(16)))
+                           | (pc1 & is_(Op.JAL).replicate(10)) | (self.token & is_(Op.LDIO).replicate(16)))
 
         # ------------------------------------------------------------ multiplier
         m.d.sync += prod.eq(a.as_signed() * opb.as_signed())
@@ -279,15 +281,17 @@ class UCpu(wiring.Component):
         fetch = Signal()
         fetch_addr = Signal(PC_BITS)
         m.d.comb += [rom_rd.addr.eq(fetch_addr), rom_rd.en.eq(fetch)]
+        # fetch_addr is next_pc (pc + 1 for every instruction that is not a taken jump), entry when idle
         m.d.sync += pc.eq(Mux(fetch, fetch_addr, pc))
 
         taken = Mux(op[1:3] == 0, eq, lt) ^ op[0]
         target = Mux(op == int(Op.JR), a, x11)
-        next_pc = Mux((is_branch & taken) | is_jump, target, pc + 1)
+        next_pc = Mux((is_branch & taken) | is_jump, target, pc1)
 
         rf_en = Signal()
         m.d.comb += [rfa_rd.en.eq(rf_en), rfb_rd.en.eq(rf_en)]
 
+        m.d.comb += fetch_addr.eq(next_pc)
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += [fetch.eq(self.start), fetch_addr.eq(self.entry)]
@@ -298,7 +302,7 @@ class UCpu(wiring.Component):
                 m.d.comb += rf_en.eq(1)
                 m.next = "EXE"
             with m.State("EXE"):
-                m.d.comb += [fetch_addr.eq(next_pc), wdata.eq(alu), wen.eq(writes_exe)]
+                m.d.comb += [wdata.eq(alu), wen.eq(writes_exe)]
                 with m.If(is_maxabs & lt & b[31]):         # |b| > a, b < 0: rd = 0 - b
                     m.d.comb += wen.eq(0)
                     m.next = "RD0"
@@ -337,7 +341,6 @@ class UCpu(wiring.Component):
                         m.d.sync += self.error.eq(1)
                     m.next = "DEC"
             with m.State("MULW"):
-                m.d.comb += fetch_addr.eq(pc + 1)
                 with m.If(is_(Op.MULS, Op.SHR)):
                     m.d.sync += shf_n.eq(0)
                     m.next = "SHF"
@@ -349,21 +352,20 @@ class UCpu(wiring.Component):
                 m.d.comb += [rf_en.eq(1), rd0.eq(1)]
                 m.next = "NEG"
             with m.State("NEG"):
-                m.d.comb += [negst.eq(1), fetch.eq(1), fetch_addr.eq(pc + 1), wen.eq(1), wdata.eq(alu)]
+                m.d.comb += [negst.eq(1), fetch.eq(1), wen.eq(1), wdata.eq(alu)]
                 m.next = "DEC"
             with m.State("SHF"):
-                m.d.comb += [fetch_addr.eq(pc + 1), wdata.eq(shres), shf.eq(1)]
+                m.d.comb += [wdata.eq(shres), shf.eq(1)]
                 m.d.sync += shf_n.eq(shf_n + 1)
                 with m.If(shf_done):
                     m.d.comb += [fetch.eq(1), wen.eq(1)]
                     m.next = "DEC"
             with m.State("LDW"):
-                m.d.comb += [fetch_addr.eq(pc + 1), wdata.eq(ldres)]
+                m.d.comb += wdata.eq(ldres)
                 with m.If(self.mem_rvalid):
                     m.d.comb += [fetch.eq(1), wen.eq(1)]
                     m.next = "DEC"
             with m.State("MAT"):
-                m.d.comb += fetch_addr.eq(pc + 1)
                 with m.If(~self.mat_busy):
                     m.d.comb += fetch.eq(1)
                     m.next = "DEC"
