@@ -19,9 +19,10 @@ Memories::
 
 Ports: :class:`mmfree.hw.coreif.CoreSignature` (64-bit load words). LOADs
 are accepted while idle; a pmem word takes four cycles (its quarters).
-Counters: ``cycles`` since reset, ``tokens`` steps completed, and per class
-the cycles of the firmware's ``PHASE`` (embed, stats, quant, matrix: the
-matrix and epilogue of non-head LINEARs, drain: instruction fetch, head).
+Counters: ``cycles`` since reset and ``tokens`` (steps completed). The
+per-class counters (embed ... head) read 0: on a 5,280-LUT device they are
+not worth their ~450 LUT4 (here and in the command decoder's readout);
+``SerialMachine`` counts instructions per class instead.
 """
 
 from __future__ import annotations
@@ -115,11 +116,12 @@ class SerialCore(wiring.Component):
                      res.m.eq(cpu.scale_m), res.e.eq(cpu.scale_e)]
 
         # ---------------------------------------------------------------- cycle counters
-        ctr = [Signal(COUNTER_BITS, name=f"ctr_{n}") for n in COUNTER_NAMES]
+        # cycles and tokens only: the per-class counters would cost ~300 LUT4 here and ~150 in the
+        # command decoder's readout; they read 0 (the firmware's PHASE marks the classes regardless)
+        ctr = [Signal(COUNTER_BITS, name=f"ctr_{n}") for n in COUNTER_NAMES[:2]]
         m.d.sync += ctr[0].eq(ctr[0] + 1)
         with m.If(self.result.valid & self.result.ready & self.result.payload.last):
             m.d.sync += ctr[1].eq(ctr[1] + 1)
-
         for i, c in enumerate(ctr):
             m.d.comb += self.counters[i].eq(c)
 
@@ -132,8 +134,11 @@ class SerialCore(wiring.Component):
         req = Signal()
         m.d.comb += [cpu.mem_ready.eq(1), req.eq(cpu.mem_valid)]
         rd = req & ~cpu.mem_we
-        c_hi = Signal(16)                                    # cmem word - CMEM_EBR: SPRAM half-words
-        m.d.comb += c_hi.eq(addr - ICE40_CMEM_EBR_WORDS)
+        # cmem word a >= CMEM_EBR: SPRAM word (a + 2 W - CMEM_EBR) >> 1, half a & 1 (one adder, shared
+        # with LOADs, which only happen while the CPU is idle)
+        c_in = Mux(self.load.valid & ~cpu.busy, self.load.payload.addr[:16], addr)
+        c_sp = Signal(17)
+        m.d.comb += c_sp.eq(c_in + (2 * ICE40_WMEM_WORDS - ICE40_CMEM_EBR_WORDS))
         in_ebr = Signal()
         m.d.comb += in_ebr.eq(addr < ICE40_CMEM_EBR_WORDS)
         sk = addr[:11]                                       # sigmoid index 0..1024
@@ -141,7 +146,7 @@ class SerialCore(wiring.Component):
         m.d.comb += [s_lo.eq(sk < 512), s_mid.eq(sk == 512)]
         # response selects, one cycle later
         r_space, r_ebr, r_half, r_slo, r_smid = Signal(3), Signal(), Signal(), Signal(), Signal()
-        m.d.sync += [cpu.mem_rvalid.eq(rd), r_space.eq(space), r_ebr.eq(in_ebr), r_half.eq(c_hi[0]),
+        m.d.sync += [cpu.mem_rvalid.eq(rd), r_space.eq(space), r_ebr.eq(in_ebr), r_half.eq(addr[0]),
                      r_slo.eq(s_lo), r_smid.eq(s_mid)]
         spram_half = Mux(r_half, spram.rdata[16:], spram.rdata[:16])
         t = s_rd.data
@@ -164,17 +169,15 @@ class SerialCore(wiring.Component):
         p_addr, p_data = Signal(7), Signal(64)
 
         # SPRAM: the engine's tile reads, the CPU's cmem reads above CMEM_EBR, LOAD writes
-        m.d.comb += [spram.addr.eq(ICE40_WMEM_WORDS + c_hi[1:])]
+        m.d.comb += [spram.addr.eq(c_sp[1:])]
         with m.If(eng.busy):
             m.d.comb += spram.addr.eq(eng.w_addr)
         with m.If(load_acc & (ld.mem == MemoryId.WMEM)):
             m.d.comb += [spram.addr.eq(ld.addr[:15]), spram.wdata.eq(ld.data[:32]), spram.wmask.eq(0b11),
                          spram.we.eq(1)]
-        lc = Signal(16)
-        m.d.comb += lc.eq(ld.addr[:16] - ICE40_CMEM_EBR_WORDS)
         with m.If(load_acc & (ld.mem == MemoryId.CMEM) & (ld.addr >= ICE40_CMEM_EBR_WORDS)):
-            m.d.comb += [spram.addr.eq(ICE40_WMEM_WORDS + lc[1:]), spram.wdata.eq(Cat(ld.data[:16], ld.data[:16])),
-                         spram.wmask.eq(Mux(lc[0], 0b10, 0b01)), spram.we.eq(1)]
+            m.d.comb += [spram.addr.eq(c_sp[1:]), spram.wdata.eq(Cat(ld.data[:16], ld.data[:16])),
+                         spram.wmask.eq(Mux(ld.addr[0], 0b10, 0b01)), spram.we.eq(1)]
         # cmem block RAM
         m.d.comb += [c_rd.addr.eq(addr), c_wr.addr.eq(ld.addr), c_wr.data.eq(ld.data[:16]),
                      c_wr.en.eq(load_acc & (ld.mem == MemoryId.CMEM) & (ld.addr < ICE40_CMEM_EBR_WORDS))]

@@ -208,8 +208,10 @@ class SimTop(wiring.Component):
 BOARDS = {
     "ulx3s-85f": {"module": "amaranth_boards.ulx3s", "platform": "ULX3S_85F_Platform", "family": "ecp5",
                   "reset": "button_pwr", "baud": 3_000_000, "max_payload": MAX_PAYLOAD},
+    # an 8-byte receive FIFO is flip-flops on the iCE40 (16 take a block RAM, and the serial core needs 29
+    # of the 30); the host waits for each reply, so bytes do not pile up while a frame is handed out
     "icebreaker": {"module": "amaranth_boards.icebreaker", "platform": "ICEBreakerPlatform", "family": "ice40",
-                   "reset": "button", "baud": 3_000_000, "max_payload": 512},
+                   "reset": "button", "baud": 3_000_000, "max_payload": 512, "fifo_depth": 8},
 }
 
 
@@ -382,6 +384,7 @@ class BoardTop(wiring.Component):
         data_bits, memories = _core_shape(core, self.target)
         m.submodules.core = core
         m.submodules.link = link = LinkTop(self.target, max_payload=self.max_payload, timeout=self.timeout,
+                                           fifo_depth=BOARDS[self.board].get("fifo_depth", 16),
                                            data_bits=data_bits, memories=memories)
         m.submodules.uart_rx = urx = UARTRx(clk_freq=self.target.clock_hz, baud=self.baud)
         m.submodules.uart_tx = utx = UARTTx(clk_freq=self.target.clock_hz, baud=self.baud)

@@ -34,12 +34,12 @@ def _run(params, testcase=None):
 
 
 def test_ucpu_cocotb(tiny):
-    _run({"programs": 60, "seed": 1, "model": str(tiny), "tokens": [3, 17, 39]})
+    _run({"programs": 300, "seed": 1, "model": str(tiny), "tokens": [3, 17, 39]})
 
 
 @pytest.mark.slow
 def test_ucpu_many_random_programs_cocotb(tiny):
-    _run({"programs": 1500, "seed": 77, "model": str(tiny)}, testcase="test_random_programs")
+    _run({"programs": 4000, "seed": 77, "model": str(tiny)}, testcase="test_random_programs")
 
 
 def test_ucpu_rejects_bad_roms():
