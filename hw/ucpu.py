@@ -41,7 +41,7 @@ class UCpu(wiring.Component):
         ``rom_waddr``, ``rom_wdata``), to load programs while idle.
 
     Ports (directions from the CPU's side)
-    -------------------------------------
+    --------------------------------------
     start, entry : In(1)
         A pulse on ``start`` while idle runs from ROM word ``entry``
         (0 step, 1 reset). Registers and ``P`` keep their values; ``error``,
@@ -49,7 +49,7 @@ class UCpu(wiring.Component):
     busy : Out(1)
         High from the cycle after ``start`` until ``HALT`` executes.
     error : Out(1)
-        Sticky, set by ``ERR``.
+        Sticky, set by ``ERR``, cleared by ``start``.
     phase : Out(3)
         ``x11[2:0]`` of the last ``PHASE``.
     token : In(16)
@@ -74,18 +74,24 @@ class UCpu(wiring.Component):
 
     Timing
     ------
-    Cycles per instruction, from decode to the next decode (the next word is
-    fetched in the last cycle): 2 for ALU, I-type, ``LDIO``, branches, jumps,
-    ``MCFG``, ``SCALE``, ``PHASE``, ``ERR`` and, without stalls, ``STV``,
-    ``STQ``, ``RES``; 3 for ``SHR``, ``SHRP``, ``MUL``, ``MAC``, ``MULI``;
-    4 for ``MULS``; loads 2 + the bus's read latency (3 at least);
-    ``MATRIX`` 2 + the cycles ``mat_busy`` is high. ``start`` to the first
-    decode: 1 cycle; ``HALT`` takes 2 (``busy`` falls after them).
+    Cycles per instruction, from its decode cycle to the next instruction's
+    (the next word is fetched in the last cycle; ``start`` is followed by
+    the first decode): 2 for ALU, I-type, ``LDIO``, branches, jumps,
+    ``MCFG``, ``SCALE``, ``PHASE``, ``ERR``, and for ``STV``, ``STQ``,
+    ``RES`` plus the cycles waiting for ``ready``; ``MAXABS`` 2, or 4 when
+    ``rb < 0`` and ``|rb| > ra``; ``MUL``, ``MAC``, ``MULI`` 3; ``SHRP``
+    3 + ``q``, ``SHR`` and ``MULS`` 4 + ``q``, where ``q = amt // 8`` with
+    ``amt = s`` (``s >= 0``) or ``32 + s`` (``s < 0``); loads 2 + the read
+    latency + the cycles waiting for ``mem_ready``; ``MATRIX`` 3 + the
+    cycles ``mat_busy`` is high. ``busy`` falls after ``HALT``'s 2 cycles.
 
-    Datapath: one 33-bit adder (ALU, compares, addresses), a signed
-    32 x 32 multiplier into a 64-bit product register, a 64-bit ``P``
-    adder (``MAC``), and a 65-bit arithmetic right shifter whose output is
-    registered before rounding and saturation.
+    Datapath: one 33-bit adder (ALU, compares, branch conditions,
+    addresses); a signed 32 x 32 multiplier (four SB_MAC16) into a 64-bit
+    product register, which also carries ``SHR``'s source (``ra * 1``); a
+    64-bit ``P`` adder; the shift unit: a 3-stage 65-bit arithmetic right
+    shifter into a register that then shifts 8 bits per cycle, and a
+    rounding, saturating and clamping stage behind it. The register file
+    is two 32 x 32 block RAMs; nothing is cleared but ``error`` and the scale.
     """
 
     def __init__(self, rom, *, writable: bool = False):

@@ -410,3 +410,52 @@ async def test_firmware_against_golden(dut):
         dut._log.info(f"token {tok}: {got['cycles']} cycles ({'ideal bus, engine 1 tile per cycle + 8' if bench.ideal else 'random stalls'}), "
                       f"{ni} instructions ({got['cycles'] / ni:.2f} cycles per instruction), "
                       f"{ref.stats.get('MATRIX', 0)} MATRIX")
+
+
+CPI = [   # (name, setup, instruction, cycles with an ideal bus; the engine busy 1 + 8 cycles)
+    ("add", lambda a: None, lambda a: a.add(3, 1, 2), 2),
+    ("beq not taken", lambda a: None, lambda a: a.beq(1, 2, "next"), 2),
+    ("maxabs |b| <= a", lambda a: a.li(4, 5), lambda a: a.maxabs(3, 1, 4), 2),
+    ("maxabs b < 0, |b| > a", lambda a: a.li(4, -5000), lambda a: a.maxabs(3, 1, 4), 4),
+    ("mul", lambda a: None, lambda a: a.mul(1, 2), 3),
+    ("mac", lambda a: None, lambda a: a.mac(1, 2), 3),
+    ("shrp s=0", lambda a: None, lambda a: a.shrp(3, imm=0), 3),
+    ("shrp s=63", lambda a: None, lambda a: a.shrp(3, imm=63, mode=Mode.SAT), 3 + 7),
+    ("shrp s=-1", lambda a: None, lambda a: a.shrp(3, imm=-1), 3 + 3),
+    ("shr s=16", lambda a: None, lambda a: a.shr(3, 1, imm=16, round=True), 4 + 2),
+    ("shr s=-32", lambda a: None, lambda a: a.shr(3, 1, imm=-32), 4),
+    ("muls s=23", lambda a: None, lambda a: a.muls(3, 1, 2, imm=23, round=True, mode=Mode.CLAMP8), 4 + 2),
+    ("ldv", lambda a: None, lambda a: a.ldv(3, 0, 7), 3),
+    ("ldio", lambda a: None, lambda a: a.ldio(3, 0), 2),
+    ("stv", lambda a: None, lambda a: a.stv(1, 0, 900), 2),
+    ("res", lambda a: None, lambda a: a.res(1, 2, False), 2),
+    ("matrix", lambda a: (a.li(5, 1 | 1 << 8), a.mcfg(0, 5)), lambda a: a.matrix(), 3 + 9),
+]
+
+
+@cocotb.test()
+async def test_cycles_per_instruction(dut):
+    """The documented cycles per instruction class (ideal bus): ten copies against none."""
+    await start_clock(dut)
+    sm = blank_machine()
+    bench = Bench(dut, "rp_", sm, random.Random(3))
+    bench.ideal = True
+
+    async def cycles(setup, insn, n):
+        a = Asm()
+        a.jmp("main")
+        a.halt()
+        a.label("main")
+        a.li(1, 1000)
+        a.li(2, -3)
+        setup(a)
+        for _ in range(n):
+            insn(a)
+        a.label("next")
+        a.halt()
+        await load_rom(dut, a.assemble())
+        return (await bench.run(0, 5))["cycles"]
+
+    for name, setup, insn, want in CPI:
+        d = await cycles(setup, insn, 10) - await cycles(setup, insn, 0)
+        assert d == 10 * want, f"{name}: {d / 10} cycles, documented {want}"
