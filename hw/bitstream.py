@@ -105,6 +105,9 @@ DEVICES = {
 
 #: ECP5 memories small enough for distributed (LUT) RAM are left out of the block-RAM estimate.
 LUTRAM_MAX_DEPTH = 32
+#: iCE40 memories this shallow become flip-flops (synth_ice40 maps an 8-deep FIFO to logic, a 16-deep one
+#: to a block RAM).
+ICE40_FF_MAX_DEPTH = 8
 
 #: The core's memories whose words are ``vec_lanes`` independently written lanes (bits per lane).
 LANE_BITS = {"cmem": 16, "vmem": 32}
@@ -204,6 +207,8 @@ def _bram_count(width: int, depth: int, dev: Device, lane_bits: int | None = Non
     ECP5 puts small memories in distributed RAM; the iCE40 has none, so every
     memory, even a 15-deep FIFO, takes block RAM there."""
     if depth <= LUTRAM_MAX_DEPTH and dev.family == "ecp5":
+        return 0
+    if depth <= ICE40_FF_MAX_DEPTH and dev.family == "ice40":
         return 0
     lane = lane_bits or width
     nlanes = -(-width // lane)

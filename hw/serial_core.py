@@ -97,11 +97,10 @@ class SerialCore(wiring.Component):
 
         # ---------------------------------------------------------------- commands, result, status
         token = Signal(16)
-        p_busy = Signal()                                    # a pmem LOAD writing its quarters
         idle = Signal()
         m.d.comb += idle.eq(~cpu.busy & ~eng.busy)
         accept = Signal()
-        m.d.comb += [self.cmd.ready.eq(idle & ~p_busy), accept.eq(self.cmd.valid & self.cmd.ready),
+        m.d.comb += [self.cmd.ready.eq(idle & ~self.load.valid), accept.eq(self.cmd.valid & self.cmd.ready),
                      cpu.start.eq(accept), cpu.entry.eq(self.cmd.payload.reset), cpu.token.eq(token),
                      eng.error_clear.eq(accept)]
         with m.If(accept):
@@ -162,11 +161,12 @@ class SerialCore(wiring.Component):
 
         # ---------------------------------------------------------------- memory ports: engine, CPU, LOAD
         ld = self.load.payload
-        p_quarter = Signal(2)                                # pmem LOADs: one quarter per cycle
-        m.d.comb += self.load.ready.eq(idle & ~p_busy)
+        p_quarter = Signal(2)                                # pmem LOADs: one quarter per cycle, the
+        p_load = Signal()                                    # word accepted with the last
+        m.d.comb += [p_load.eq(self.load.valid & idle & (ld.mem == MemoryId.PMEM)),
+                     self.load.ready.eq(idle & ((ld.mem != MemoryId.PMEM) | (p_quarter == 3)))]
         load_acc = Signal()
         m.d.comb += load_acc.eq(self.load.valid & self.load.ready)
-        p_addr, p_data = Signal(7), Signal(64)
 
         # SPRAM: the engine's tile reads, the CPU's cmem reads above CMEM_EBR, LOAD writes
         m.d.comb += [spram.addr.eq(c_sp[1:])]
@@ -189,14 +189,10 @@ class SerialCore(wiring.Component):
         with m.If(load_acc & (ld.mem == MemoryId.VMEM)):
             m.d.comb += [v_wr.addr.eq(ld.addr), v_wr.data.eq(ld.data[:32]), v_wr.en.eq(1)]
         # pmem: LOAD words as four quarters
-        m.d.comb += [p_rd.addr.eq(addr), p_wr.addr.eq(Cat(p_quarter, p_addr)),
-                     p_wr.data.eq(p_data.word_select(p_quarter, 16)), p_wr.en.eq(p_busy)]
-        with m.If(load_acc & (ld.mem == MemoryId.PMEM)):
-            m.d.sync += [p_busy.eq(1), p_quarter.eq(0), p_addr.eq(ld.addr), p_data.eq(ld.data)]
-        with m.If(p_busy):
+        m.d.comb += [p_rd.addr.eq(addr), p_wr.addr.eq(Cat(p_quarter, ld.addr[:7])),
+                     p_wr.data.eq(ld.data[:64].word_select(p_quarter, 16)), p_wr.en.eq(p_load)]
+        with m.If(p_load):
             m.d.sync += p_quarter.eq(p_quarter + 1)
-            with m.If(p_quarter == 3):
-                m.d.sync += p_busy.eq(0)
         # qbuf: CPU byte stores, engine reads
         m.d.comb += [q_wr.addr.eq(addr[2:10]), q_wr.data.eq(cpu.mem_wdata[:8].replicate(4)),
                      q_wr.en.eq(Mux(req & cpu.mem_we & (space == SPACE_QBUF), Const(1, 4) << addr[:2], 0)),

@@ -59,8 +59,11 @@ def test_board_targets():
     t4 = bs.board_target("ulx3s-85f", "16x16/4")
     assert (t4.rows, t4.cols, t4.vec_lanes) == (16, 16, 4)
     assert bs.lanes_spec(t4) == "16x16/4"
-    ib = bs.board_target("icebreaker")                             # 5x4 in the target: rows become 4
-    assert (ib.rows, ib.cols, ib.vec_lanes) == (4, 4, 1)
+    ib = bs.board_target("icebreaker")                             # the serial core: the target's own 5x4
+    assert (ib.rows, ib.cols, ib.vec_lanes) == (5, 4, 1)
+    assert bs.board_target("icebreaker", "5x4", 30_000_000).clock_hz == 30_000_000
+    with pytest.raises(MmfreeError, match="the serial core has one tile, 5x4; --lanes 4x4 cannot be built"):
+        bs.board_target("icebreaker", "4x4")
     with pytest.raises(MmfreeError, match="known boards"):
         bs.board_target("de10")
 
@@ -84,7 +87,7 @@ def test_report_dir():
     assert bs.report_dir("ulx3s-85f", bs.board_target("ulx3s-85f")) == Path("bitstreams/ulx3s-85f")
     assert bs.report_dir("ulx3s-85f", bs.board_target("ulx3s-85f", "8x8"), "/r") == Path("/r/ulx3s-85f-8x8")
     assert bs.report_dir("ulx3s-85f", bs.board_target("ulx3s-85f", "16x16/4")) == Path("bitstreams/ulx3s-85f-16x16v4")
-    # the iCEBreaker's own 5x4 target and the core's 4x4 tile both keep the plain name
+    # the iCEBreaker's own 5x4 target keeps the plain name
     from mmfree.targets import get
 
     assert bs.report_dir("icebreaker", get("icebreaker")) == Path("bitstreams/icebreaker")
@@ -210,12 +213,20 @@ def test_router_option(tmp_path):
     assert not (tmp_path / "build").exists()
 
 
-def test_icebreaker_does_not_fit_before_synthesis(tmp_path):
-    """The UP5K cannot hold the core's weight memory in block RAM: CapacityError before Yosys runs."""
-    with pytest.raises(CapacityError, match="block RAM"):
-        bs.build("icebreaker", tmp_path, log=lambda s: None)
-    assert (tmp_path / "build" / "top.il").exists()
-    assert not (tmp_path / "build" / "top.json").exists()
+def test_icebreaker_serial_core_estimate(tmp_path):
+    """The iCEBreaker top with the serial core: 30 of 30 block RAMs by the estimate, wmem in SPRAM."""
+    from mmfree.hw.soc import BoardTop, board_platform
+
+    t = bs.board_target("icebreaker")
+    plat = board_platform("icebreaker")
+    top = BoardTop("icebreaker", target=t, core_factory=bs.core_factory("icebreaker"))
+    plat.prepare(top, name="top").extract(str(tmp_path))
+    il = (tmp_path / "top.il").read_text()
+    mems = {n: (w, d) for n, w, d in bs.rtlil_memories(il)}
+    assert "wmem" not in mems and il.count("SB_SPRAM256KA") == 4          # four SPRAM instances
+    assert mems["vmem"] == (32, 1024) and mems["cmem"] == (16, 1536) and mems["rom"] == (32, 512)
+    est = bs.estimate("icebreaker", t, bs.rtlil_memories(il))
+    assert est["brams"] == 30 and est["dsps"] == 4 and not bs.check_estimate("icebreaker", est)
 
 
 def test_report_parsers():
