@@ -79,8 +79,8 @@ class UCpu(wiring.Component):
     the first decode): 2 for ALU, I-type, ``LDIO``, branches, jumps,
     ``MCFG``, ``SCALE``, ``PHASE``, ``ERR``, and for ``STV``, ``STQ``,
     ``RES`` plus the cycles waiting for ``ready``; ``MAXABS`` 2, or 4 when
-    ``rb < 0`` and ``|rb| > ra``; ``MUL``, ``MAC``, ``MULI`` 3; ``SHRP``
-    3 + ``q``, ``SHR`` and ``MULS`` 4 + ``q``, where ``q = amt // 8`` with
+    ``rb < 0``; ``MUL``, ``MAC``, ``MULI`` 3; ``SHR``,
+    ``SHRP`` and ``MULS`` 4 + ``q``, where ``q = amt // 8`` with
     ``amt = s`` (``s >= 0``) or ``32 + s`` (``s < 0``); loads 2 + the read
     latency + the cycles waiting for ``mem_ready``; ``MATRIX`` 3 + the
     cycles ``mat_busy`` is high. ``busy`` falls after ``HALT``'s 2 cycles.
@@ -138,18 +138,23 @@ class UCpu(wiring.Component):
 
         # ------------------------------------------------------------ decode (ROM output, held)
         ir = rom_rd.data
-        op, rd, ra_f, rb_f, x11 = ir[0:6], ir[6:11], ir[11:16], ir[16:21], ir[21:32]
+        op_c, rd, ra_f, rb_f, x11 = ir[0:6], ir[6:11], ir[11:16], ir[16:21], ir[21:32]
+        op = Signal(6)                                    # the opcode, registered for EXE on
+        m.d.sync += op.eq(op_c)
         imm16 = ir[16:32]
         rnd, mode, imm7 = x11[0], x11[1:3], x11[4:11]
+
+        def is_c(*ops):
+            return Cat(*(op_c == int(o) for o in ops)).any()
 
         def is_(*ops):
             return Cat(*(op == int(o) for o in ops)).any()
 
-        is_itype = is_(*uisa.I_TYPE)
+        is_itype = is_c(*uisa.I_TYPE)
         is_store = is_(Op.STV, Op.STQ)
         is_load_bus = is_(Op.LDV, Op.LDC, Op.LDCU, Op.LDP, Op.LDS)
-        is_branch = op[3:6] == 0b110                      # 0x30..0x37 (BEQ..BGEU)
-        is_jump = is_(Op.JMP, Op.JAL, Op.JR)
+        is_branch = op_c[3:6] == 0b110                    # 0x30..0x37 (BEQ..BGEU)
+        is_jump = is_c(Op.JMP, Op.JAL, Op.JR)
         is_mul = is_(Op.MUL, Op.MAC, Op.MULI, Op.MULS)
         writes_exe = is_(Op.ADD, Op.SUB, Op.AND, Op.OR, Op.XOR, Op.MIN, Op.MAX, Op.MAXABS, Op.BITLEN,
                          Op.ADDS, Op.ADDI, Op.ANDI, Op.ORI, Op.LUI, Op.JAL, Op.LDIO)
@@ -164,32 +169,41 @@ class UCpu(wiring.Component):
         b = rfb_rd.data
         rd0 = Signal()                                    # MAXABS: read r0 on port A (for 0 - rb)
         negst = Signal()                                  # MAXABS: write 0 - rb
-        m.d.comb += [rfa_rd.addr.eq(Mux(rd0, 0, ra_f)), rfb_rd.addr.eq(Mux(is_store, rd, rb_f))]
+        m.d.comb += [rfa_rd.addr.eq(Mux(rd0, 0, ra_f)), rfb_rd.addr.eq(Mux(is_c(Op.STV, Op.STQ), rd, rb_f))]
+
+        def pre(value, name):
+            # decoded in DEC, registered for EXE on (the word is held until the next fetch)
+            r = Signal(len(value), name=name)
+            m.d.sync += r.eq(value)
+            return r
 
         # ------------------------------------------------------------ operand B
+        d_zext, d_lui = pre(is_c(Op.ANDI, Op.ORI), "d_zext"), pre(op_c == int(Op.LUI), "d_lui")
+        d_one, d_imm = pre(op_c == int(Op.SHR), "d_one"), pre(is_itype, "d_imm")
         opb = Signal(32)
-        with m.Switch(op):
-            with m.Case(Op.ANDI, Op.ORI):
-                m.d.comb += opb.eq(imm16)
-            with m.Case(Op.LUI):
-                m.d.comb += opb.eq(Cat(Const(0, 16), imm16))
-            with m.Case(Op.SHR):
-                m.d.comb += opb.eq(1)                     # SHR shifts the product ra * 1
-            with m.Default():
-                m.d.comb += opb.eq(Mux(is_itype, imm16.as_signed(), b))
+        with m.If(d_lui):
+            m.d.comb += opb.eq(Cat(Const(0, 16), imm16))
+        with m.Elif(d_one):
+            m.d.comb += opb.eq(1)                         # SHR shifts the product ra * 1
+        with m.Elif(d_zext):
+            m.d.comb += opb.eq(imm16)
+        with m.Else():
+            m.d.comb += opb.eq(Mux(d_imm, imm16.as_signed(), b))
 
         # ------------------------------------------------------------ adder and compares
         # a - opb (or a + opb) in 33 bits; signed compares flip both sign bits.
         # MAXABS compares a with |b| as a - b (b >= 0) or a + b (b < 0): the borrow is a < |b|
-        is_maxabs = op == int(Op.MAXABS)
-        sub = is_(Op.SUB, Op.MIN, Op.MAX) | is_branch | (is_maxabs & (~b[31] | negst))
-        flip = is_(Op.MIN, Op.MAX, Op.BLT, Op.BGE)
+        is_maxabs = pre(op_c == int(Op.MAXABS), "d_maxabs")
+        sub = pre(is_c(Op.SUB, Op.MIN, Op.MAX) | is_branch, "d_sub") | (is_maxabs & (~b[31] | negst))
+        flip = pre(is_c(Op.MIN, Op.MAX, Op.BLT, Op.BGE), "d_flip")
         fa = a ^ Cat(Const(0, 31), flip)
         fb = (opb ^ Cat(Const(0, 31), flip)) ^ sub.replicate(32)
         sum33 = Signal(33)
         m.d.comb += sum33.eq(fa + fb + sub)
         ssum = sum33[0:32]
         lt = ~sum33[32]                                   # borrow: a < opb
+        lt_r = Signal()                                   # lt of the cycle before
+        m.d.sync += lt_r.eq(lt)
         eq = ssum == 0                                    # BEQ/BNE: a - b
 
         # ------------------------------------------------------------ ALU result
@@ -217,9 +231,9 @@ class UCpu(wiring.Component):
 
         # ------------------------------------------------------------ shift unit, stage 1
         # source X: P (SHRP) or the product (MULS; SHR: ra * 1); amount s = rb + imm7 (MULS: imm7);
-        # s < 0 shifts sat32(X) << 32 right by 32 + s. z = X >> amt[2:0], then 8 per cycle.
-        s7 = Signal(7)
-        m.d.comb += s7.eq(Mux(op == int(Op.MULS), 0, b[0:7]) + imm7)
+        # s < 0 shifts sat32(X) << 32 right by 32 + s. In MULW z = X >> amt[2:0], then 8 per cycle.
+        s7 = Signal(7)                                    # registered: the shift starts in MULW
+        m.d.sync += s7.eq(Mux(op == int(Op.MULS), 0, b[0:7]) + imm7)
         neg = s7[6]
         src = Mux(op == int(Op.SHRP), P, prod)
         fits = src[31:64].all() | ~src[31:64].any()
@@ -292,7 +306,7 @@ class UCpu(wiring.Component):
 
         taken = Mux(op[1:3] == 0, eq, lt) ^ op[0]
         target = Mux(op == int(Op.JR), a, x11)
-        next_pc = Mux((is_branch & taken) | is_jump, target, pc1)
+        next_pc = Mux((pre(is_branch, "d_branch") & taken) | pre(is_jump, "d_jump"), target, pc1)
 
         rf_en = Signal()
         m.d.comb += [rfa_rd.en.eq(rf_en), rfb_rd.en.eq(rf_en)]
@@ -309,8 +323,8 @@ class UCpu(wiring.Component):
                 m.next = "EXE"
             with m.State("EXE"):
                 m.d.comb += [wdata.eq(alu), wen.eq(writes_exe)]
-                with m.If(is_maxabs & lt & b[31]):         # |b| > a, b < 0: rd = 0 - b
-                    m.d.comb += wen.eq(0)
+                with m.If(is_maxabs & b[31]):              # b < 0: rd = a here, or 0 - b in NEG
+                    m.d.comb += wen.eq(~lt)
                     m.next = "RD0"
                 with m.Elif(is_load_bus | is_store):
                     m.d.comb += self.mem_valid.eq(1)
@@ -328,11 +342,8 @@ class UCpu(wiring.Component):
                 with m.Elif(op == int(Op.MATRIX)):
                     m.d.comb += self.mat_start.eq(1)
                     m.next = "MAT"
-                with m.Elif(is_mul | (op == int(Op.SHR))):
+                with m.Elif(is_mul | is_(Op.SHR, Op.SHRP)):
                     m.next = "MULW"
-                with m.Elif(op == int(Op.SHRP)):
-                    m.d.sync += shf_n.eq(0)
-                    m.next = "SHF"
                 with m.Elif(op == int(Op.HALT)):
                     m.d.sync += busy.eq(0)
                     m.next = "IDLE"
@@ -347,7 +358,7 @@ class UCpu(wiring.Component):
                         m.d.sync += self.error.eq(1)
                     m.next = "DEC"
             with m.State("MULW"):
-                with m.If(is_(Op.MULS, Op.SHR)):
+                with m.If(is_(Op.MULS, Op.SHR, Op.SHRP)):
                     m.d.sync += shf_n.eq(0)
                     m.next = "SHF"
                 with m.Else():
@@ -358,7 +369,7 @@ class UCpu(wiring.Component):
                 m.d.comb += [rf_en.eq(1), rd0.eq(1)]
                 m.next = "NEG"
             with m.State("NEG"):
-                m.d.comb += [negst.eq(1), fetch.eq(1), wen.eq(1), wdata.eq(alu)]
+                m.d.comb += [negst.eq(1), fetch.eq(1), wen.eq(lt_r), wdata.eq(alu)]
                 m.next = "DEC"
             with m.State("SHF"):
                 m.d.comb += [wdata.eq(shres), shf.eq(1)]
