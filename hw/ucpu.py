@@ -76,7 +76,7 @@ class UCpu(wiring.Component):
     ------
     Cycles per instruction, from its decode cycle to the next instruction's
     (the next word is fetched in the last cycle; ``start`` is followed by
-    the first decode): 2 for ALU, I-type, ``LDIO``, branches, jumps,
+    the first decode): 3 for branches; 2 for ALU, I-type, ``LDIO``, jumps,
     ``MCFG``, ``SCALE``, ``PHASE``, ``ERR``, and for ``STV``, ``STQ``,
     ``RES`` plus the cycles waiting for ``ready``; ``MAXABS`` 2, or 4 when
     ``rb < 0``; ``MUL``, ``MAC``, ``MULI`` 3; ``SHR``,
@@ -178,17 +178,16 @@ class UCpu(wiring.Component):
             return r
 
         # ------------------------------------------------------------ operand B
-        d_zext, d_lui = pre(is_c(Op.ANDI, Op.ORI), "d_zext"), pre(op_c == int(Op.LUI), "d_lui")
-        d_one, d_imm = pre(op_c == int(Op.SHR), "d_one"), pre(is_itype, "d_imm")
+        # rb; imm16 zero- or sign-extended; imm16 << 16 (LUI); 1 (SHR shifts the product ra * 1)
+        is_lui, is_shr = op_c == int(Op.LUI), op_c == int(Op.SHR)
+        s_b = pre(~is_itype & ~is_shr, "s_b")
+        s_lo = pre(is_itype & ~is_lui, "s_lo")
+        s_sext = pre(is_itype & ~is_c(Op.ANDI, Op.ORI, Op.LUI), "s_sext")
+        s_lui, s_one = pre(is_lui, "s_lui"), pre(is_shr, "s_one")
         opb = Signal(32)
-        with m.If(d_lui):
-            m.d.comb += opb.eq(Cat(Const(0, 16), imm16))
-        with m.Elif(d_one):
-            m.d.comb += opb.eq(1)                         # SHR shifts the product ra * 1
-        with m.Elif(d_zext):
-            m.d.comb += opb.eq(imm16)
-        with m.Else():
-            m.d.comb += opb.eq(Mux(d_imm, imm16.as_signed(), b))
+        m.d.comb += opb.eq((b & s_b.replicate(32))
+                           | Cat(imm16 & s_lo.replicate(16), (imm16[15] & s_sext).replicate(16))
+                           | Cat(Const(0, 16), imm16 & s_lui.replicate(16)) | s_one)
 
         # ------------------------------------------------------------ adder and compares
         # a - opb (or a + opb) in 33 bits; signed compares flip both sign bits.
@@ -304,9 +303,12 @@ class UCpu(wiring.Component):
         # fetch_addr is next_pc (pc + 1 for every instruction that is not a taken jump), entry when idle
         m.d.sync += pc.eq(Mux(fetch, fetch_addr, pc))
 
-        taken = Mux(op[1:3] == 0, eq, lt) ^ op[0]
+        # branches decide in EXE and fetch in BR (the condition is registered)
+        taken = Signal()
+        m.d.sync += taken.eq(Mux(op[1:3] == 0, eq, lt) ^ op[0])
         target = Mux(op == int(Op.JR), a, x11)
-        next_pc = Mux((pre(is_branch, "d_branch") & taken) | pre(is_jump, "d_jump"), target, pc1)
+        d_branch = pre(is_branch, "d_branch")
+        next_pc = Mux((d_branch & taken) | pre(is_jump, "d_jump"), target, pc1)
 
         rf_en = Signal()
         m.d.comb += [rfa_rd.en.eq(rf_en), rfb_rd.en.eq(rf_en)]
@@ -344,6 +346,8 @@ class UCpu(wiring.Component):
                     m.next = "MAT"
                 with m.Elif(is_mul | is_(Op.SHR, Op.SHRP)):
                     m.next = "MULW"
+                with m.Elif(d_branch):
+                    m.next = "BR"
                 with m.Elif(op == int(Op.HALT)):
                     m.d.sync += busy.eq(0)
                     m.next = "IDLE"
@@ -365,6 +369,9 @@ class UCpu(wiring.Component):
                     m.d.sync += P.eq(Mux(op == int(Op.MAC), P, 0) + prod)
                     m.d.comb += fetch.eq(1)
                     m.next = "DEC"
+            with m.State("BR"):
+                m.d.comb += fetch.eq(1)
+                m.next = "DEC"
             with m.State("RD0"):
                 m.d.comb += [rf_en.eq(1), rd0.eq(1)]
                 m.next = "NEG"

@@ -412,9 +412,16 @@ async def test_firmware_against_golden(dut):
                       f"{ref.stats.get('MATRIX', 0)} MATRIX")
 
 
+def _bne_next(a: Asm) -> None:
+    lbl = f"t{len(a)}"
+    a.bne(1, 2, lbl)
+    a.label(lbl)
+
+
 CPI = [   # (name, setup, instruction, cycles with an ideal bus; the engine busy 1 + 8 cycles)
     ("add", lambda a: None, lambda a: a.add(3, 1, 2), 2),
-    ("beq not taken", lambda a: None, lambda a: a.beq(1, 2, "next"), 2),
+    ("beq not taken", lambda a: None, lambda a: a.beq(1, 2, "next"), 3),
+    ("bne taken", lambda a: None, lambda a: _bne_next(a), 3),
     ("maxabs |b| <= a", lambda a: a.li(4, 5), lambda a: a.maxabs(3, 1, 4), 2),
     ("maxabs b < 0, |b| > a", lambda a: a.li(4, -5000), lambda a: a.maxabs(3, 1, 4), 4),
     ("maxabs b < 0, |b| <= a", lambda a: a.li(4, -5), lambda a: a.maxabs(3, 1, 4), 4),
