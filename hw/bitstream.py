@@ -59,7 +59,8 @@ __all__ = ["DEVICES", "Device", "yowasp_tool", "board_target", "parse_lanes", "r
 #: Yosys commands run between reading the design and synthesis.
 SCRIPT_AFTER_READ = "rename -hide w:*]"
 
-#: nextpnr's routers; router2 is the default here (router1 did not converge on the 256-lane ULX3S placement)
+#: nextpnr's routers; the default is the board's (:attr:`Device.build_router`): router2 on the ULX3S (router1
+#: did not converge on the 256-lane placement), router1 on the iCEBreaker (router2 stalls on a full UP5K)
 ROUTERS = ("router2", "router1")
 
 
@@ -85,6 +86,8 @@ class Device:
     build_clock_hz: int | None = None
     #: extra nextpnr options of that default build (when ``--nextpnr-args`` is not given)
     build_nextpnr_opts: tuple = ()
+    #: nextpnr router unless ``--router`` says otherwise
+    build_router: str = "router2"
     #: the core built for the board: ``parallel`` (:class:`~mmfree.hw.core.Core`, any power-of-two tile)
     #: or ``serial`` (:class:`~mmfree.hw.serial_core.SerialCore`, the target's 5 x 4 tile only)
     core: str = "parallel"
@@ -100,7 +103,9 @@ DEVICES = {
                         build_nextpnr_opts=("--placer-heap-beta", "0.8")),
     "icebreaker": Device(family="ice40", part="iCE40UP5K-SG48", luts=5280, ffs=5280, brams=30, bram_bits=4096,
                          dsps=8, sprams=4, bram_cell="SB_RAM40_4K", dsp_cells=("SB_MAC16",),
-                         bram_shapes=((2048, 2), (1024, 4), (512, 8), (256, 16)), core="serial"),
+                         bram_shapes=((2048, 2), (1024, 4), (512, 8), (256, 16)), core="serial",
+                         # at 98 % of the logic cells router2 stalls on one overused wire; router1 finishes
+                         build_router="router1"),
 }
 
 #: ECP5 memories small enough for distributed (LUT) RAM are left out of the block-RAM estimate.
@@ -581,7 +586,7 @@ def _compiled_model(model: str, target: Target, out: Path, log) -> Path:
 
 
 def build(board: str, out=None, *, lanes=None, clock_hz: int | None = None, model: str | None = None,
-          baud: int | None = None, synth_only: bool = False, seed: int = 1, router: str = "router2",
+          baud: int | None = None, synth_only: bool = False, seed: int = 1, router: str | None = None,
           nextpnr_opts=(), log=print) -> dict:
     """Build ``board``'s bitstream into ``out``; returns the report (also written as JSON and Markdown).
 
@@ -594,6 +599,7 @@ def build(board: str, out=None, *, lanes=None, clock_hz: int | None = None, mode
     dev = DEVICES.get(board)
     if dev is None:
         raise MmfreeError(f"unknown board {board!r}; known boards: {', '.join(DEVICES)}")
+    router = router or dev.build_router
     if router not in ROUTERS:
         raise MmfreeError(f"unknown router {router!r}; nextpnr has {', '.join(ROUTERS)}")
     t_all = time.perf_counter()
@@ -639,7 +645,9 @@ def build(board: str, out=None, *, lanes=None, clock_hz: int | None = None, mode
     if over and not synth_only:
         raise CapacityError(f"{board} at {target.lanes} lanes does not fit: " + "; ".join(over))
 
-    if dev.family == "ecp5":
+    if abs(plat.default_clk_frequency - target.clock_hz) < 1:
+        p = {"bypass": 1}                   # the oscillator drives the core directly (BoardTop)
+    elif dev.family == "ecp5":
         p = ecp5_pll_params(plat.default_clk_frequency, target.clock_hz)
     else:
         p = ice40_pll_params(plat.default_clk_frequency, target.clock_hz)
@@ -873,7 +881,7 @@ def report_markdown(r: dict) -> str:
              f"- lanes: {r['lanes']} ({t['rows']}x{t['cols']}), vec_lanes {t['vec_lanes']}, packing {t['packing']}, "
              f"top-k {t['topk']}, max_input {t['max_input']}",
              f"- core clock: {t['clock_hz'] / 1e6:g} MHz from the {r['pll']['f_in_hz'] / 1e6:g} MHz oscillator "
-             f"(PLL {r['pll']['params']})",
+             + ("(no PLL)" if r['pll']['params'].get("bypass") else f"(PLL {r['pll']['params']})"),
              f"- weight capacity: {r['weight_capacity_trits']:,} trits "
              f"(wmem {t['memories']['wmem']['depth']} x {t['memories']['wmem']['width']} bits)",
              f"- UART: {r['uart']['baud']} baud, pins " +
@@ -946,8 +954,8 @@ def cli(parser):
     parser.add_argument("--patch", action="store_true",
                         help="only patch --model into the bitstream already built in OUTPUT (no place and route)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
-    parser.add_argument("--router", default="router2", choices=ROUTERS,
-                        help="nextpnr router (default router2: router1 did not converge on the 256-lane ULX3S build)")
+    parser.add_argument("--router", default=None, choices=ROUTERS,
+                        help="nextpnr router (default: router2 on the ULX3S, router1 on the iCEBreaker)")
     parser.add_argument("--nextpnr-args", default="", metavar="ARGS",
                         help="extra nextpnr options, one shell-quoted string (e.g. \"--placer-heap-beta 0.8\")")
 

@@ -76,6 +76,7 @@ def test_build_defaults():
                                                                                  ("--seed", "2"))
     assert bs.build_defaults("ulx3s-85f", "16x16") == ("16x16", None, ())       # the target's 100 MHz
     assert bs.build_defaults("icebreaker") == (None, None, ())
+    assert (bs.DEVICES["ulx3s-85f"].build_router, bs.DEVICES["icebreaker"].build_router) == ("router2", "router1")
     with pytest.raises(MmfreeError, match="unknown board 'de10'"):
         bs.build_defaults("de10")
 
