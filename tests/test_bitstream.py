@@ -206,9 +206,9 @@ def test_wrong_lanes_model(tmp_path):
 
 
 def test_router_option(tmp_path):
-    """router2 by default, router1 on request, anything else an error before anything is built."""
+    """The board's router by default, the other on request, anything else an error before anything is built."""
     import inspect
-    assert inspect.signature(bs.build).parameters["router"].default == "router2"
+    assert inspect.signature(bs.build).parameters["router"].default is None      # Device.build_router
     with pytest.raises(MmfreeError, match="unknown router"):
         bs.build("ulx3s-85f", tmp_path, router="router3", log=lambda s: None)
     assert not (tmp_path / "build").exists()
