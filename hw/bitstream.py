@@ -369,10 +369,11 @@ def _core_class():
 
 
 def core_factory(board: str):
-    """The board's core: :class:`~mmfree.hw.serial_core.SerialCore`, or a :func:`PatchableCore`."""
+    """The board's core: the serial core (:func:`mmfree.hw.soc.default_core_factory`), or a
+    :func:`PatchableCore`."""
     if DEVICES[board].core == "serial":
-        from .serial_core import SerialCore
-        return SerialCore
+        from .soc import default_core_factory
+        return default_core_factory
     return lambda t: PatchableCore(t)
 
 

@@ -52,7 +52,11 @@ SIM_TIMEOUT = 50_000
 
 
 def default_core_factory(target):
-    """``mmfree.hw.core.Core(target)``."""
+    """The core of ``target``'s board: :class:`~mmfree.hw.serial_core.SerialCore` where :data:`BOARDS`
+    says ``"core": "serial"`` (the iCEBreaker), else :class:`~mmfree.hw.core.Core`."""
+    if BOARDS.get(target.board or "", {}).get("core") == "serial":
+        from .serial_core import SerialCore
+        return SerialCore(target)
     from .core import Core
     return Core(target)
 
@@ -211,7 +215,7 @@ BOARDS = {
     # an 8-byte receive FIFO is flip-flops on the iCE40 (16 take a block RAM, and the serial core needs 29
     # of the 30); the host waits for each reply, so bytes do not pile up while a frame is handed out
     "icebreaker": {"module": "amaranth_boards.icebreaker", "platform": "ICEBreakerPlatform", "family": "ice40",
-                   "reset": "button", "baud": 3_000_000, "max_payload": 512, "fifo_depth": 8},
+                   "reset": "button", "baud": 3_000_000, "max_payload": 512, "fifo_depth": 8, "core": "serial"},
 }
 
 
