@@ -145,33 +145,37 @@ def small(board: str):
     return dataclasses.replace(t, vec_lanes=4, memories=mems)
 
 
-def _board_rtlil(board: str, core_factory) -> str:
-    top = BoardTop(board, target=small(board), core_factory=core_factory)
+def _board_rtlil(board: str, core_factory, target=None) -> str:
+    top = BoardTop(board, target=small(board) if target is None else target, core_factory=core_factory)
     plan = board_platform(board).prepare(top)
     return plan.files["top.il"]
 
 
-@pytest.mark.parametrize("board, cells", [
-    ("ulx3s-85f", ("EHXPLLL", "CLKFB_DIV", "uart_rx")),
-    ("icebreaker", ("SB_PLL40_PAD", "DIVF", "uart_rx")),
+@pytest.mark.parametrize("board, clock_hz, cells, absent", [
+    ("ulx3s-85f", None, ("EHXPLLL", "CLKFB_DIV", "uart_rx"), ()),
+    ("icebreaker", 24_000_000, ("SB_PLL40_PAD", "DIVF", "uart_rx"), ()),
+    ("icebreaker", None, ("uart_rx",), ("SB_PLL40_PAD",)),       # 12 MHz: the oscillator itself, no PLL
 ])
-def test_board_top_stub_core(board, cells):
-    il = _board_rtlil(board, StubCore)
+def test_board_top_stub_core(board, clock_hz, cells, absent):
+    t = small(board) if clock_hz is None else dataclasses.replace(small(board), clock_hz=clock_hz)
+    il = _board_rtlil(board, StubCore, t)
     for c in cells:
         assert c in il, c
+    for c in absent:
+        assert c not in il, c
     # the ECP5 reset rides a global network (a DCCA); the iCE40 keeps the plain synchronizer
     assert ("DCCA" in il) == (board == "ulx3s-85f")
 
 
-@pytest.mark.parametrize("board", ["ulx3s-85f", "icebreaker"])
-def test_board_top_real_core(board):
-    """BoardTop with mmfree.hw.core.Core elaborates and converts to RTLIL."""
-    try:
-        from mmfree.hw.core import Core
-    except ImportError as e:
-        pytest.skip(f"mmfree.hw.core is not available yet ({e})")
-    il = _board_rtlil(board, Core)
-    assert "uart_rx" in il and ("EHXPLLL" in il or "SB_PLL40_PAD" in il)
+def test_board_top_real_core():
+    """BoardTop with each board's real core elaborates and converts to RTLIL."""
+    from mmfree.hw.core import Core
+    from mmfree.hw.soc import default_core_factory
+
+    il = _board_rtlil("ulx3s-85f", Core)
+    assert "uart_rx" in il and "EHXPLLL" in il
+    il = _board_rtlil("icebreaker", default_core_factory, get("icebreaker"))     # the serial core
+    assert "uart_rx" in il and il.count("SB_SPRAM256KA") == 4
 
 
 def test_board_top_rejects():
