@@ -3,6 +3,8 @@ report writing from a measured dict, the PNG writer; ``slow``: ``mmfree bench --
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 import struct
@@ -78,8 +80,11 @@ def test_core_support_names_the_reason():
 
     from mmfree.targets import get
 
-    assert "rows must be a power of two, got 5" in B._core_support(get("icebreaker"))
+    assert B._core_support(get("icebreaker")) is None             # the serial core
     assert B._core_support(get("ulx3s-85f")) is None
+    assert "cols must be a power of two, got 12" in B._core_support(get("ulx3s-85f").with_lanes(16, 12))
+    odd = dataclasses.replace(get("icebreaker"), topk=8)
+    assert "the serial core needs topk = 4" in B._core_support(odd)
     gc.collect()                       # no UnusedElaboratable from either core (warnings are errors here)
 
 
@@ -362,3 +367,17 @@ def test_bench_quick_end_to_end(tmp_path):
     md = (tmp_path / "bench" / "report.md").read_text()
     assert "not supported" in md and "d=512" in md
     _png_chunks((tmp_path / "bench" / "cycles.png").read_bytes())
+
+
+def test_read_fmax_skips_constant_nets(tmp_path):
+    # nextpnr-ice40 reports the GND net on unused block-RAM clock pins as a clock; the core clock is clk
+    from mmfree.targets import get
+
+    d = tmp_path / "icebreaker"
+    d.mkdir()
+    fmax = {"$PACKER_GND_NET_$glb_clk": {"achieved_mhz": 256.1, "constraint_mhz": 12, "met": True},
+            "clk": {"achieved_mhz": 18.81, "constraint_mhz": 12.0, "met": True}}
+    (d / "report.json").write_text(json.dumps({"status": "built", "fmax": fmax, "target": {
+        "rows": 5, "cols": 4, "vec_lanes": 1, "clock_hz": 12_000_000}}))
+    f = B.read_fmax("icebreaker", tmp_path, get("icebreaker"))
+    assert f["available"] and (f["clock"], f["achieved_mhz"]) == ("clk", 18.81)
