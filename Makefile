@@ -5,6 +5,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 MODEL  ?= ecp5
+# sim: the parallel core sized to the model; icebreaker: the iCEBreaker's serial core (MODEL=ice40)
+TARGET ?= sim
 PROMPT ?= def
 TOKENS ?= 240
 # sampling from the device's top-k (greedy decoding of a model this small falls into loops)
@@ -28,7 +30,7 @@ $(STAMP): pyproject.toml
 # SoC (cached), load the model over the link and stream text, every step
 # checked bit for bit against the golden model.
 run: $(STAMP)
-	$(BIN)/mmfree generate --model $(MODEL) --sim --check --stats --prompt "$(PROMPT)" --max-tokens $(TOKENS) \
+	$(BIN)/mmfree generate --model $(MODEL) --target $(TARGET) --sim --check --stats --prompt "$(PROMPT)" --max-tokens $(TOKENS) \
 		--temperature $(TEMP) --top-k 8 --seed $(SEED)
 
 test: $(STAMP)

@@ -291,8 +291,12 @@ def _session(dev: Device, args, compiled: Path | None, emit: Callable[[Iterator[
         line = ", ".join(f"{k} {v}" for k, v in c.items())
         tokens = max(c.get("tokens", 0), 1)
         busy = sum(v for k, v in c.items() if k not in ("cycles", "tokens"))
-        _log(f"{secs:.2f} s host time; counters: {line}; {busy / tokens:.0f} busy cycles per token "
-             f"(the 'cycles' counter also runs while the device waits for the host)")
+        if busy:
+            _log(f"{secs:.2f} s host time; counters: {line}; {busy / tokens:.0f} busy cycles per token "
+                 f"(the 'cycles' counter also runs while the device waits for the host)")
+        else:                              # a core without per-class counters (the iCEBreaker's serial core)
+            _log(f"{secs:.2f} s host time; counters: {line}; {c.get('cycles', 0) / tokens:.0f} cycles per token "
+                 f"since reset, waits for the host included (this core counts no busy classes)")
     return 0
 
 
