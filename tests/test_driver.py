@@ -494,7 +494,7 @@ def test_cli_generate_port_checked(model, device, capsys, mode):
     n_loads = len(device.commands(P.Command.LOAD))
     rc, text2, err = _generate(capsys, *base, "--stats")
     assert rc == 0 and text2 == text and len(device.commands(P.Command.LOAD)) == n_loads
-    assert "busy cycles per token" in err
+    assert "cycles per token since reset" in err      # the test device counts no classes
 
 
 @pytest.mark.parametrize("stepwise", [False, True], ids=["generate", "stepwise"])
