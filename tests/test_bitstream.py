@@ -357,3 +357,16 @@ def test_ecpbram_patch_small_design(tmp_path):
     assert bs.locate_image(new, w_from, 40)[1] == 0 and bs.locate_image(new, c_from, 64)[1] == 0
     assert bs.locate_image(new, read_hex(tmp_path / "w.to.hex", 40), 40) == (80, 80)
     assert bs.locate_image(new, c_to, 64) == (64, 64)
+
+
+def test_icebreaker_synthesis_fits(tmp_path):
+    """Yosys synth_ice40 of the whole iCEBreaker top (the serial core): it fits the UP5K, SPRAM for the weights.
+
+    The synthesis smoke build of the iCE40 flow (about 40 s); place and route is ``make bitstream``'s.
+    """
+    rep = bs.build("icebreaker", tmp_path, synth_only=True, log=lambda s: None)
+    assert rep["status"] == "synthesized" and rep["core"] == "serial"
+    u = rep["synth"]["utilization"]
+    assert u["SPRAM"]["used"] == 4 and u["BRAM"]["used"] <= 30 and u["DSP"]["used"] <= 8
+    assert u["LUT4"]["used"] <= 5280 and u["FF"]["used"] <= 5280
+    assert (tmp_path / "report.md").is_file()
