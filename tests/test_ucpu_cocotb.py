@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The micro-CPU (hw/ucpu.py) under cocotb on Verilator against the ISS (tests/cocotb/test_ucpu.py)."""
 
 from __future__ import annotations
