@@ -184,7 +184,8 @@ def _icebreaker() -> Target:
                             Memory("cmem", 16, ICE40_CMEM_EBR_WORDS + 2 * (ICE40_SPRAM_WORDS - ICE40_WMEM_WORDS),
                                    init=False),
                             Memory("vmem", 32, 976), Memory("pmem", 64, 128)),
-                  board="icebreaker", clock_hz=12_000_000,      # the oscillator, no PLL (docs/bitstreams.md)
+                  # 18 MHz: SB_PLL40_PAD from the 12 MHz oscillator, 3 Mbaud exact (docs/bitstreams.md)
+                  board="icebreaker", clock_hz=18_000_000,
                   description="1BitSquared iCEBreaker with iCE40 UP5K")
 
 
