@@ -90,6 +90,18 @@ def tiny_ckpt(tmp_path_factory) -> Path:
     return random_checkpoint(tmp_path_factory.mktemp("tiny") / "ckpt", tiny_config(), seed=1)
 
 
+@pytest.fixture(scope="session")
+def tiny_icebreaker(tmp_path_factory) -> Path:
+    """A small random model (d 12, 1 layer, vocabulary 40) compiled for the icebreaker target (the serial core)."""
+    from mmfree.compiler.compile import compile_checkpoint
+    from mmfree.model.checkpoint import random_checkpoint
+
+    d = tmp_path_factory.mktemp("tiny_icebreaker")
+    cfg = tiny_config(vocab_size=40, hidden_size=12, num_hidden_layers=1, intermediate_size=16)
+    compile_checkpoint(random_checkpoint(d / "ck", cfg, seed=4), "icebreaker", d / "c")
+    return d / "c"
+
+
 #: The fallback model: shape and a fixed training budget (about 15-25 s on one core; bits/byte ~2.9).
 TRAIN = dict(hidden_size=128, num_hidden_layers=2, intermediate_size=256, steps=150, seq=64, batch=32, lr=6e-3)
 

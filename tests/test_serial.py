@@ -81,15 +81,6 @@ def test_serial_machine_needs_its_tiles(tmp_path):
 
 # --------------------------------------------------------------------------- programs it refuses
 
-@pytest.fixture(scope="module")
-def small(tmp_path_factory):
-    d = tmp_path_factory.mktemp("small")
-    cfg = ModelConfig(vocab_size=40, hidden_size=12, num_hidden_layers=1, intermediate_size=16)
-    ck = random_checkpoint(d / "ck", cfg, seed=4)
-    compile_checkpoint(ck, "icebreaker", d / "c")
-    return d / "c"
-
-
 def _patched(path, edit) -> tuple[SerialMachine, list]:
     s = SerialMachine.from_dir(path)
     prog = [int(w) for w in s.pmem if w is not None]
@@ -99,7 +90,7 @@ def _patched(path, edit) -> tuple[SerialMachine, list]:
 
 
 @pytest.mark.parametrize("what", ["opcode", "no_end", "no_head", "n_too_long", "dst_in_scratch", "seg_quant"])
-def test_bad_programs_set_error_and_still_answer(small, what):
+def test_bad_programs_set_error_and_still_answer(tiny_icebreaker, what):
     def edit(p):
         if what == "opcode":
             p[0] = (p[0] & ~0xFF) | 0x07
@@ -120,7 +111,7 @@ def test_bad_programs_set_error_and_still_answer(small, what):
         elif what == "seg_quant":
             lin = next(i for i, w in enumerate(p) if w & 0xFF == 2 and (w >> 12) & 3 == 1)
             p[lin + 5] |= 3                   # its one segment names quantizer 3
-    s, _ = _patched(small, edit)
+    s, _ = _patched(tiny_icebreaker, edit)
     r = s.step(3)
     assert r.trace["error"]
     beats = r.trace["beats"]

@@ -8,23 +8,11 @@ from pathlib import Path
 import pytest
 
 from mmfree import firmware
-from mmfree.compiler.compile import compile_checkpoint
-from mmfree.config import ModelConfig
 from mmfree.hw.ucpu import UCpu
-from mmfree.model.checkpoint import random_checkpoint
 from mmfree.sim.runner import run_cocotb
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD = REPO / "build" / "cocotb"
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    d = tmp_path_factory.mktemp("ucpu")
-    cfg = ModelConfig(vocab_size=40, hidden_size=12, num_hidden_layers=1, intermediate_size=16)
-    ck = random_checkpoint(d / "ck", cfg, seed=4)
-    compile_checkpoint(ck, "icebreaker", d / "c")
-    return d / "c"
 
 
 def _run(params, testcase=None):
@@ -34,13 +22,13 @@ def _run(params, testcase=None):
                module_dirs=[REPO / "tests" / "cocotb"], params=params, testcase=testcase)
 
 
-def test_ucpu_cocotb(tiny):
-    _run({"programs": 300, "seed": 1, "model": str(tiny), "tokens": [3, 17, 39]})
+def test_ucpu_cocotb(tiny_icebreaker):
+    _run({"programs": 300, "seed": 1, "model": str(tiny_icebreaker), "tokens": [3, 17, 39]})
 
 
 @pytest.mark.slow
-def test_ucpu_many_random_programs_cocotb(tiny):
-    _run({"programs": 4000, "seed": 77, "model": str(tiny)}, testcase="test_random_programs")
+def test_ucpu_many_random_programs_cocotb(tiny_icebreaker):
+    _run({"programs": 4000, "seed": 77, "model": str(tiny_icebreaker)}, testcase="test_random_programs")
 
 
 def test_ucpu_rejects_bad_roms():
