@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from mmfree import firmware, isa, uisa
+from mmfree import firmware, uisa
 from mmfree import numerics as nx
 from mmfree.compiler.compile import compile_checkpoint
 from mmfree.config import ModelConfig
