@@ -43,13 +43,13 @@ RANDOM = {
 }
 
 
-def _expected(d: Path, prompt: bytes, out: Path) -> None:
-    """Feed the prompt, then the golden machine's own greedy choices; record every step's top-k."""
+def _expected(d: Path, prompt: bytes, out: Path, n_tokens: int = TOKENS) -> None:
+    """Feed the prompt, then the golden machine's own greedy choices; record ``n_tokens`` steps' top-k."""
     gm = GoldenMachine.from_dir(d)
     man = json.loads((d / "manifest.json").read_text())
     vocab = man["model"]["vocab_size"]
     tokens, steps, tok = [], [], prompt[0] % vocab
-    for i in range(TOKENS):
+    for i in range(n_tokens):
         r = gm.step([tok])
         tokens.append(int(tok))
         steps.append({"ids": r.topk_ids[0].tolist(), "accs": r.topk_acc[0].tolist(),

@@ -23,8 +23,9 @@ from mmfree.compiler.compile import compile_checkpoint
 from mmfree.config import ModelConfig
 from mmfree.hw.serial_core import SerialCore
 from mmfree.model.checkpoint import random_checkpoint, resolve
-from mmfree.model.machine import GoldenMachine
 from mmfree.sim.runner import run_cocotb
+
+from test_core_cocotb import _expected
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD = REPO / "build" / "cocotb" / "serial_core"
@@ -36,21 +37,6 @@ RANDOM = {
 }
 
 
-def _expected(d: Path, tokens: int, out: Path) -> None:
-    """Feed a prompt, then the golden machine's own greedy choices; record every step's top-k."""
-    gm = GoldenMachine.from_dir(d)
-    vocab = json.loads((d / "manifest.json").read_text())["model"]["vocab_size"]
-    prompt = b"def f(x):\n"
-    toks, steps, tok = [], [], prompt[0] % vocab
-    for i in range(tokens):
-        r = gm.step([tok])
-        toks.append(int(tok))
-        steps.append({"ids": r.topk_ids[0].tolist(), "accs": r.topk_acc[0].tolist(),
-                      "m": int(r.scale_m[0]), "e": int(r.scale_e[0])})
-        tok = prompt[i + 1] % vocab if i + 1 < len(prompt) else int(r.topk_ids[0, 0])
-    out.write_text(json.dumps({"topk": gm.k, "tokens": toks, "steps": steps}))
-
-
 def _run(tmp_path, ckpts: dict, build: Path) -> dict:
     target = targets.get("icebreaker")
     build.mkdir(parents=True, exist_ok=True)
@@ -59,7 +45,7 @@ def _run(tmp_path, ckpts: dict, build: Path) -> dict:
         d = tmp_path / f"{name}.compiled"
         compile_checkpoint(ckpt, target, out=d, emb_bits=emb_bits)
         exp = build / f"expected_{name}.json"
-        _expected(d, tokens, exp)
+        _expected(d, b"def f(x):\n", exp, tokens)
         models.append({"name": name, "dir": str(d), "expected": str(exp)})
     run_cocotb(SerialCore(target), test_module="test_core", build_dir=build,
                module_dirs=[REPO / "tests" / "cocotb"],
