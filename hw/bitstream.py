@@ -84,6 +84,8 @@ class Device:
     #: then, at which clock (``None``: the target's ``clock_hz``); see :func:`build_defaults`
     build_lanes: str | None = None
     build_clock_hz: int | None = None
+    #: the clock of the core's tile streams when they have their own (``None``: one clock); ``--matrix-clock-mhz``
+    build_matrix_clock_hz: int | None = None
     #: extra nextpnr options of that default build (when ``--nextpnr-args`` is not given)
     build_nextpnr_opts: tuple = ()
     #: nextpnr router unless ``--router`` says otherwise
@@ -98,8 +100,9 @@ DEVICES = {
                         bram_bits=18432, dsps=156, bram_cell="DP16KD", dsp_cells=("MULT18X18D", "ALU54B"),
                         bram_shapes=((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36)),
                         # the ulx3s-85f target's 16x16 array with 16 vector lanes does not route (docs/bitstreams.md);
-                        # with 4 vector lanes it does: 38.6-45.5 MHz in four builds, so 30 MHz has margin
-                        build_lanes="16x16/4", build_clock_hz=30_000_000,
+                        # with 4 vector lanes it does: 38.6-45.5 MHz in four builds, so 30 MHz has margin; the
+                        # tile streams (weight reads, TAC array) run at 100 MHz in a domain of their own
+                        build_lanes="16x16/4", build_clock_hz=30_000_000, build_matrix_clock_hz=100_000_000,
                         build_nextpnr_opts=("--placer-heap-beta", "0.8")),
     "icebreaker": Device(family="ice40", part="iCE40UP5K-SG48", luts=5280, ffs=5280, brams=30, bram_bits=4096,
                          dsps=8, sprams=4, bram_cell="SB_RAM40_4K", dsp_cells=("SB_MAC16",),
@@ -349,7 +352,8 @@ def _core_class():
         """
 
         def __init__(self, target, init=None):
-            super().__init__(target)
+            from .soc import matrix_domain
+            super().__init__(target, matrix_domain=matrix_domain(target))
             self.init = dict(init or {})
 
         def elaborate(self, platform):
@@ -588,8 +592,11 @@ def _compiled_model(model: str, target: Target, out: Path, log) -> Path:
 
 def build(board: str, out=None, *, lanes=None, clock_hz: int | None = None, model: str | None = None,
           baud: int | None = None, synth_only: bool = False, seed: int = 1, router: str | None = None,
-          nextpnr_opts=(), log=print) -> dict:
+          nextpnr_opts=(), matrix_clock_hz: int | None = None, log=print) -> dict:
     """Build ``board``'s bitstream into ``out``; returns the report (also written as JSON and Markdown).
+
+    ``matrix_clock_hz``: the clock of the core's tile streams (``None``: the board's
+    :attr:`Device.build_matrix_clock_hz`; 0: the core's one clock).
 
     Raises :class:`CapacityError` before synthesis when the block-RAM or LUT
     estimate exceeds the device, and before place and route when Yosys's
@@ -606,9 +613,16 @@ def build(board: str, out=None, *, lanes=None, clock_hz: int | None = None, mode
     t_all = time.perf_counter()
     times: dict[str, float] = {}
     target = board_target(board, lanes, clock_hz)
+    if matrix_clock_hz is None:
+        matrix_clock_hz = dev.build_matrix_clock_hz
+    if matrix_clock_hz:
+        if dev.core == "serial":
+            raise MmfreeError(f"{board}: the serial core has one clock; --matrix-clock-mhz cannot be used")
+        target = dataclasses.replace(target, matrix_clock_hz=int(matrix_clock_hz))
     out = Path(out) if out is not None else report_dir(board, target)
     log(f"{board}: {target.rows}x{target.cols} = {target.lanes} lanes, vec_lanes {target.vec_lanes}, "
-        f"{target.clock_hz / 1e6:g} MHz")
+        f"{target.clock_hz / 1e6:g} MHz" +
+        (f", tile streams {target.matrix_clock_hz / 1e6:g} MHz" if target.matrix_clock_hz else ""))
     out.mkdir(parents=True, exist_ok=True)
     bdir = out / "build"
     if bdir.exists():
@@ -646,13 +660,17 @@ def build(board: str, out=None, *, lanes=None, clock_hz: int | None = None, mode
     if over and not synth_only:
         raise CapacityError(f"{board} at {target.lanes} lanes does not fit: " + "; ".join(over))
 
-    if abs(plat.default_clk_frequency - target.clock_hz) < 1:
+    if abs(plat.default_clk_frequency - target.clock_hz) < 1 and not target.matrix_clock_hz:
         p = {"bypass": 1}                   # the oscillator drives the core directly (BoardTop)
+    elif dev.family == "ecp5" and target.matrix_clock_hz:
+        p = ecp5_pll_params(plat.default_clk_frequency, target.matrix_clock_hz, target.clock_hz)
+        p["f_matrix"], p["f_out"] = p.pop("f_out"), p.pop("f_os")     # CLKOP: the tile streams; CLKOS: sync
     elif dev.family == "ecp5":
         p = ecp5_pll_params(plat.default_clk_frequency, target.clock_hz)
     else:
         p = ice40_pll_params(plat.default_clk_frequency, target.clock_hz)
     pll = {"f_in_hz": plat.default_clk_frequency, "f_out_hz": p.get("f_out", target.clock_hz),
+           "f_matrix_hz": p.get("f_matrix"),
            "params": {k: (round(v) if isinstance(v, float) else v) for k, v in p.items()}}
 
     report = {
@@ -661,6 +679,7 @@ def build(board: str, out=None, *, lanes=None, clock_hz: int | None = None, mode
         "target": {"name": target.name, "rows": target.rows, "cols": target.cols, "lanes": target.lanes,
                    "vec_lanes": target.vec_lanes, "packing": target.packing, "topk": target.topk,
                    "max_input": target.max_input, "clock_hz": target.clock_hz,
+                   "matrix_clock_hz": target.matrix_clock_hz,
                    "memories": {m.name: {"width": m.width, "depth": m.depth} for m in target.memories}},
         "lanes": target.lanes,
         "core": dev.core,
@@ -881,7 +900,10 @@ def report_markdown(r: dict) -> str:
              f"Status: **{r['status']}** (built {r['built']})", "",
              f"- lanes: {r['lanes']} ({t['rows']}x{t['cols']}), vec_lanes {t['vec_lanes']}, packing {t['packing']}, "
              f"top-k {t['topk']}, max_input {t['max_input']}",
-             f"- core clock: {t['clock_hz'] / 1e6:g} MHz from the {r['pll']['f_in_hz'] / 1e6:g} MHz oscillator "
+             f"- core clock: {t['clock_hz'] / 1e6:g} MHz"
+             + (f", tile streams (weight reads, TAC array) {t['matrix_clock_hz'] / 1e6:g} MHz"
+                if t.get("matrix_clock_hz") else "")
+             + f" from the {r['pll']['f_in_hz'] / 1e6:g} MHz oscillator "
              + ("(no PLL)" if r['pll']['params'].get("bypass") else f"(PLL {r['pll']['params']})"),
              f"- weight capacity: {r['weight_capacity_trits']:,} trits "
              f"(wmem {t['memories']['wmem']['depth']} x {t['memories']['wmem']['width']} bits)",
@@ -955,6 +977,9 @@ def cli(parser):
     parser.add_argument("--patch", action="store_true",
                         help="only patch --model into the bitstream already built in OUTPUT (no place and route)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    parser.add_argument("--matrix-clock-mhz", type=float, default=None, metavar="F",
+                        help="clock of the core's tile streams in a domain of their own (default: the board's, "
+                             "100 MHz on the ULX3S; 0: one clock for the whole core)")
     parser.add_argument("--router", default=None, choices=ROUTERS,
                         help="nextpnr router (default: router2 on the ULX3S, router1 on the iCEBreaker)")
     parser.add_argument("--nextpnr-args", default="", metavar="ARGS",
@@ -977,7 +1002,8 @@ def cli(parser):
             return 0
         r = build(args.board, out, lanes=lanes, clock_hz=clock, model=args.model, baud=args.baud,
                   synth_only=args.synth_only, seed=args.seed, router=args.router,
-                  nextpnr_opts=nextpnr_opts)
+                  nextpnr_opts=nextpnr_opts,
+                  matrix_clock_hz=None if args.matrix_clock_mhz is None else int(round(args.matrix_clock_mhz * 1e6)))
         print(f"{out}: {r['status']}")
         for clk, v in r.get("fmax", {}).items():
             print(f"  Fmax {clk}: {v['achieved_mhz']} MHz (constraint {v['constraint_mhz']} MHz)")

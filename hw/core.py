@@ -48,8 +48,8 @@ Contract
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, fifo, memory, wiring
+from amaranth.hdl import Array, Cat, Const, DomainRenamer, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import cdc, data, fifo, memory, wiring
 
 from mmfree import isa
 from mmfree.numerics import ACC_BITS, BS_BITS
@@ -90,6 +90,16 @@ class Core(wiring.Component):
         Lane arrangement, memory shapes, ``topk`` and ``max_input``; every
         memory depth must be set (size the ``sim`` target to the model).
 
+    matrix_domain : str
+        Clock domain of the tile streams: the weight and qbuf read ports,
+        the weight read pipeline, the code sequencer and the TAC array
+        (default ``"sync"``, one clock for everything). Another name puts
+        them in that domain, which the parent defines (a faster clock; the
+        ULX3S runs it at 2.5x ``sync``): the LINEAR's start, the quantizer's
+        progress, the row-block results, the end of the tiles and the
+        decoder's error cross through synchronizers and an asynchronous
+        FIFO, so any ratio of the two clocks gives the same results.
+
     Attributes
     ----------
     memories : dict
@@ -97,9 +107,12 @@ class Core(wiring.Component):
         cmem in elements, not wide words), for INFO and the loaders.
     """
 
-    def __init__(self, target: Target):
+    def __init__(self, target: Target, *, matrix_domain: str = "sync"):
         if not isinstance(target, Target):
             raise TypeError(f"target must be a mmfree.targets.Target, not {target!r}")
+        if not isinstance(matrix_domain, str) or not matrix_domain.isidentifier():
+            raise ValueError(f"matrix_domain must be a clock domain name, not {matrix_domain!r}")
+        self.matrix_domain = matrix_domain
         L = target.vec_lanes
         for what, v in (("rows", target.rows), ("cols", target.cols), ("vec_lanes", L)):
             if v & (v - 1):
@@ -146,7 +159,7 @@ class Core(wiring.Component):
         w_banks = []
         for k, (name, start, depth) in enumerate(self.wmem_banks):
             m.submodules[name] = mem = memory.Memory(shape=wbits, depth=depth, init=[])
-            w_banks.append((mem.read_port(), mem.write_port(), start, depth))
+            w_banks.append((mem.read_port(domain=self.matrix_domain), mem.write_port(), start, depth))
         m.submodules.cmem = cmem = memory.Memory(shape=16 * L, depth=cdepth, init=[])
         m.submodules.vmem = vmem = memory.Memory(shape=32 * L, depth=vdepth, init=[])
         m.submodules.pmem = pmem = memory.Memory(shape=64, depth=pdepth, init=[])
@@ -154,7 +167,7 @@ class Core(wiring.Component):
         c_rd, c_wr = cmem.read_port(), cmem.write_port(granularity=16)
         v_rd, v_wr = vmem.read_port(), vmem.write_port(granularity=32)
         p_rd, p_wr = pmem.read_port(), pmem.write_port()
-        q_rd, q_wr = qbuf.read_port(), qbuf.write_port(granularity=8 * L if CVB else None)
+        q_rd, q_wr = qbuf.read_port(domain=self.matrix_domain), qbuf.write_port(granularity=8 * L if CVB else None)
 
         c_lanes = c_rd.data
         v_lanes = v_rd.data
@@ -176,7 +189,10 @@ class Core(wiring.Component):
             m.submodules[f"recip{q}"] = recips[q]
             m.submodules[f"oscale{q}"] = scales[q]
             m.submodules[f"dequant{q}"] = dqs[q]
-        m.submodules.tac = tac = DecodingTAC(R, C, t.packing)
+        md = self.matrix_domain
+        split = md != "sync"             # the tile streams run on their own clock
+        tac = DecodingTAC(R, C, t.packing)
+        m.submodules.tac = DomainRenamer(md)(tac)
         m.submodules.mlgru = mlgru = MLGRUCell()
         m.submodules.glu = glu = GLUCell()
         m.submodules.radd = radd = ResidualAdd()
@@ -207,7 +223,8 @@ class Core(wiring.Component):
         qw = [Signal(64, name=f"qword{q}") for q in range(3)]
         sw = [Signal(64, name=f"sword{s}") for s in range(3)]
         error = Signal()
-        m.d.comb += self.error.eq(error | tac.error)
+        tac_error = Signal()             # the decoder's error flag, in sync
+        m.d.comb += self.error.eq(error | tac_error)
 
         op = w0[0:8]
         epi = w0[8:12]
@@ -458,73 +475,155 @@ class Core(wiring.Component):
         sb_fin = Signal(signed(7))
         m.d.comb += sb_fin.eq(Mux(bl_fin == 0, 0, bl_fin - BS_BITS))
 
-        # ---------------------------------------------------------- tile streams into the TAC
+        # ---------------------------------------------------------- tile streams into the TAC (domain md)
+        # The sync side starts a LINEAR's matrix (mat_start, in SCALAR), counts the qbuf words the
+        # quantization passes complete (q_total, free running) and waits for mat_done in MATRIX. The md side
+        # takes copies of the LINEAR's counts at the start, so none of its paths reads a sync register.
+        mat_start = Signal()
+        mat_done = Signal()
+        q_total = Signal(24)             # qbuf words completed since reset (wraps)
+        q_base = Signal(24)              # ... when this LINEAR's matrix started
+        word_done = Signal()
+        m.d.comb += word_done.eq(quant.o.valid & ((q_out_c[:CVB] == (1 << CVB) - 1 if CVB else 1) |
+                                                  (q_out_c == nb_m1)))
+        with m.If(word_done):
+            m.d.sync += q_total.eq(q_total + 1)
+        with m.If(mat_start):
+            m.d.sync += q_base.eq(q_total)
+        if split:
+            m.submodules.mat_start_cdc = start_cdc = cdc.PulseSynchronizer("sync", md)
+            m.d.comb += start_cdc.i.eq(mat_start)
+            start_x = start_cdc.o
+            # q_total in Gray code: every sample the md side takes is a count the sync side had
+            q_gray = Signal(24)
+            m.d.sync += q_gray.eq(q_total ^ (q_total >> 1))
+            q_gray_x = Signal(24)
+            m.submodules.q_total_cdc = cdc.FFSynchronizer(q_gray, q_gray_x, o_domain=md)
+            q_total_x = Signal(24)
+            m.d[md] += q_total_x.eq(Cat(*[q_gray_x[i:].xor() for i in range(24)]))
+            q_base_src = q_base          # stable long before the start pulse arrives
+        else:
+            start_x = mat_start
+            q_total_x = q_total
+            q_base_src = q_total         # q_base takes it on this same edge
         mat_run = Signal()
         w_k = Signal(26)                 # ... within the row block
         w_rb = Signal(24)
         w_done = Signal()
         a_done = Signal()
+        x_nrb = Signal(24)               # md copies of nrb, rb_tiles - 1, nbc - 1, ns, seg_q
+        x_rb_last = Signal.like(rb_last)
+        x_nbc_m1 = Signal.like(nbc_m1)
+        x_ns = Signal(2)
+        x_seg_q = Array([Signal(2, name=f"x_seg_q{s}") for s in range(3)])
+        x_slot0 = Array([Const(0, 26), Signal(26, name="x_slot1"), Signal(26, name="x_slot2")])  # s * nbc
+        x_q_base = Signal(24)
         # Weight read pipeline, never stalled: the banks' outputs are registered next to them, the bank
         # select muxes them into a second register, and a small FIFO in front of the decoder takes the
         # words. A word is read only when the FIFO will have room for it (w_inflight counts the words
         # read and not yet taken), so no ready signal reaches the block RAMs.
         WQ = 5                           # FIFO depth: a word is readable 4 cycles after its read; 5 keep one per cycle
-        m.submodules.wfifo = wfifo = fifo.SyncFIFO(width=wbits, depth=WQ)
+        wfifo = fifo.SyncFIFO(width=wbits, depth=WQ)
+        m.submodules.wfifo = DomainRenamer(md)(wfifo)
         w_issue = Signal()
         w_inflight = Signal(range(WQ + 1))
         w_addr = Signal(32)              # the next word's address, a counter (no adder before the block RAMs)
-        m.d.comb += [w_done.eq(w_rb == nrb), w_issue.eq(mat_run & ~w_done & (w_inflight != WQ))]
+        m.d.comb += [w_done.eq(w_rb == x_nrb), w_issue.eq(mat_run & ~w_done & (w_inflight != WQ))]
         WBB = _log2(WMEM_BANK_WORDS)
         p1_v, p2_v = Signal(), Signal()
         p1_sel = Signal(range(max(2, len(w_banks))))
         p2_sel = Signal.like(p1_sel)
         p2_data = [Signal(wbits, name=f"w_bank_q{k}") for k in range(len(w_banks))]
+        # each bank its own copy of the address counter: no one net reaches every bank's block RAMs
+        w_addr_b = [Signal(WBB if len(w_banks) > 1 else 32, name=f"w_addr_b{k}") for k in range(len(w_banks))]
         for k, (rd, _, _, _) in enumerate(w_banks):
-            m.d.comb += [rd.addr.eq(w_addr[:WBB] if len(w_banks) > 1 else w_addr), rd.en.eq(1)]
-            m.d.sync += p2_data[k].eq(rd.data)
-        m.d.sync += [p1_v.eq(w_issue), p1_sel.eq(w_addr[WBB:] if len(w_banks) > 1 else 0),
-                     p2_v.eq(p1_v), p2_sel.eq(p1_sel)]
-        m.d.sync += [wfifo.w_en.eq(p2_v), wfifo.w_data.eq(Array(p2_data)[p2_sel] if len(w_banks) > 1 else p2_data[0])]
+            m.d.comb += [rd.addr.eq(w_addr_b[k]), rd.en.eq(1)]
+            m.d[md] += p2_data[k].eq(rd.data)
+            with m.If(start_x):
+                m.d[md] += w_addr_b[k].eq(wbase)
+            with m.Elif(w_issue):
+                m.d[md] += w_addr_b[k].eq(w_addr_b[k] + 1)
+        m.d[md] += [p1_v.eq(w_issue), p1_sel.eq(w_addr[WBB:] if len(w_banks) > 1 else 0),
+                    p2_v.eq(p1_v), p2_sel.eq(p1_sel)]
+        m.d[md] += [wfifo.w_en.eq(p2_v),
+                    wfifo.w_data.eq(Array(p2_data)[p2_sel] if len(w_banks) > 1 else p2_data[0])]
         m.d.comb += [tac.w.valid.eq(wfifo.r_rdy), tac.w.payload.eq(wfifo.r_data), wfifo.r_en.eq(tac.w.ready)]
-        m.d.sync += w_inflight.eq(w_inflight + w_issue - (wfifo.r_rdy & wfifo.r_en))
+        m.d[md] += w_inflight.eq(w_inflight + w_issue - (wfifo.r_rdy & wfifo.r_en))
         with m.If(w_issue):
-            m.d.sync += w_addr.eq(w_addr + 1)
-            with m.If(w_k == rb_last):
-                m.d.sync += [w_k.eq(0), w_rb.eq(w_rb + 1)]
+            m.d[md] += w_addr.eq(w_addr + 1)
+            with m.If(w_k == x_rb_last):
+                m.d[md] += [w_k.eq(0), w_rb.eq(w_rb + 1)]
             with m.Else():
-                m.d.sync += w_k.eq(w_k + 1)
+                m.d[md] += w_k.eq(w_k + 1)
         a_cb = Signal(24)
         a_s = Signal(2)
         a_rb = Signal(24)                # row block of the code side
-        m.d.comb += a_done.eq(a_rb == nrb)
+        a_idx = Signal(26)               # the next code word's index among the LINEAR's qbuf words
+        m.d.comb += a_done.eq(a_rb == x_nrb)
         slot_base = Array([Const(q * qd, range(3 * qd + 1)) for q in range(3)])
         a_valid = Signal()
         a_first = Signal()
         a_last = Signal()
         q_rd_en_mat = Signal()
-        # codes of (slot, column block) are in qbuf: the quantization pass runs ahead of the matrix
+        # codes of (slot, column block) are in qbuf: the quantization passes run ahead of the matrix and
+        # complete their words in slot order, so the word a_idx is there once more words are complete
         codes_ok = Signal()
-        a_slot = Signal(2)
-        m.d.comb += [a_slot.eq(seg_q[a_s]),
-                     codes_ok.eq((a_slot < wq) | ((a_slot == wq) & (a_cb < (q_out_c >> CVB))))]
+        if split:
+            # the words available, registered (one md cycle later than the count; zero at the start)
+            q_avail = Signal(24)
+            m.d[md] += q_avail.eq(Mux(start_x, 0, (q_total_x - x_q_base)[:24]))
+            m.d.comb += codes_ok.eq(a_idx < q_avail)
+        else:
+            m.d.comb += codes_ok.eq(a_idx < (q_total_x - x_q_base)[:24])
         m.d.comb += [q_rd_en_mat.eq(~a_valid | tac.a.ready), tac.a.valid.eq(a_valid),
                      tac.a.payload.a.eq(q_rd.data), tac.a.payload.first.eq(a_first),
                      tac.a.payload.last.eq(a_last)]
-        m.d.comb += [q_rd.addr.eq(slot_base[seg_q[a_s]] + a_cb), q_rd.en.eq(q_rd_en_mat)]
+        m.d.comb += [q_rd.addr.eq(slot_base[x_seg_q[a_s]] + a_cb), q_rd.en.eq(q_rd_en_mat)]
         with m.If(q_rd_en_mat):
             with m.If(mat_run & ~a_done & codes_ok):
-                m.d.sync += [a_valid.eq(1), a_first.eq(a_cb == 0), a_last.eq(a_cb == nbc_m1)]
-                with m.If(a_cb == nbc_m1):
-                    m.d.sync += a_cb.eq(0)
-                    with m.If(a_s == ns - 1):
-                        m.d.sync += [a_s.eq(0), a_rb.eq(a_rb + 1)]
+                m.d[md] += [a_valid.eq(1), a_first.eq(a_cb == 0), a_last.eq(a_cb == x_nbc_m1)]
+                with m.If(a_cb == x_nbc_m1):
+                    m.d[md] += a_cb.eq(0)
+                    with m.If(a_s == x_ns - 1):
+                        m.d[md] += [a_s.eq(0), a_rb.eq(a_rb + 1), a_idx.eq(x_slot0[x_seg_q[0]])]
                     with m.Else():
-                        m.d.sync += a_s.eq(a_s + 1)
+                        m.d[md] += [a_s.eq(a_s + 1), a_idx.eq(x_slot0[x_seg_q[a_s + 1]])]
                 with m.Else():
-                    m.d.sync += a_cb.eq(a_cb + 1)
+                    m.d[md] += [a_cb.eq(a_cb + 1), a_idx.eq(a_idx + 1)]
             with m.Else():
-                m.d.sync += a_valid.eq(0)
-        m.d.comb += tac.error_clear.eq(self.cmd.valid & self.cmd.ready)
+                m.d[md] += a_valid.eq(0)
+        # the end of the tiles, and the start (last, so that it wins)
+        with m.If(mat_run & w_done & a_done):
+            m.d[md] += mat_run.eq(0)
+        with m.If(start_x):
+            m.d[md] += [mat_run.eq(1), w_addr.eq(wbase), w_k.eq(0), w_rb.eq(0), a_rb.eq(0), a_cb.eq(0), a_s.eq(0),
+                        x_nrb.eq(nrb), x_rb_last.eq(rb_last), x_nbc_m1.eq(nbc_m1), x_ns.eq(ns),
+                        x_slot0[1].eq(nbc), x_slot0[2].eq(nbc << 1), x_q_base.eq(q_base_src),
+                        a_idx.eq(Array([Const(0, 26), nbc, nbc << 1])[seg_q[0]])]
+            m.d[md] += [x_seg_q[s].eq(seg_q[s]) for s in range(3)]
+        # back to sync: the end of the tiles, the row-block results, the decoder's error
+        if split:
+            start_tgl = Signal()
+            done_tgl = Signal()
+            done_tgl_s = Signal()
+            with m.If(mat_start):
+                m.d.sync += start_tgl.eq(~start_tgl)
+            with m.If(mat_run & w_done & a_done):
+                m.d[md] += done_tgl.eq(~done_tgl)
+            m.submodules.mat_done_cdc = cdc.FFSynchronizer(done_tgl, done_tgl_s, o_domain="sync")
+            m.d.comb += mat_done.eq(done_tgl_s == start_tgl)
+            m.submodules.acc_cdc = acc_cdc = fifo.AsyncFIFO(width=R * ACC_BITS, depth=4, r_domain="sync",
+                                                             w_domain=md)
+            m.d.comb += [acc_cdc.w_data.eq(tac.o.payload), acc_cdc.w_en.eq(tac.o.valid),
+                         tac.o.ready.eq(acc_cdc.w_rdy)]
+            acc_valid, acc_payload, acc_ready = acc_cdc.r_rdy, acc_cdc.r_data, acc_cdc.r_en
+            m.submodules.error_cdc = cdc.FFSynchronizer(tac.error, tac_error, o_domain="sync")
+            m.submodules.error_clear_cdc = clear_cdc = cdc.PulseSynchronizer("sync", md)
+            m.d.comb += [clear_cdc.i.eq(self.cmd.valid & self.cmd.ready), tac.error_clear.eq(clear_cdc.o)]
+        else:
+            m.d.comb += mat_done.eq(w_done & a_done)
+            acc_valid, acc_payload, acc_ready = tac.o.valid, tac.o.payload, tac.o.ready
+            m.d.comb += [tac_error.eq(tac.error), tac.error_clear.eq(self.cmd.valid & self.cmd.ready)]
 
         # ---------------------------------------------------------- feeder: row blocks / embedding -> elements
         # element stream into the dequantizers (or the top-k)
@@ -775,12 +874,12 @@ class Core(wiring.Component):
         set_beats, set_aux, clr_buf = Signal(2), Signal(2), Signal(2)
         c_buf = c_rb[0]
         r_buf = r_rb[0]
-        m.d.comb += tac.o.ready.eq(f_run & ~f_mode_embed & (c_rb < nrb) & ~beats_ok.bit_select(c_buf, 1))
-        with m.If(f_run & ~f_mode_embed & tac.o.valid & tac.o.ready):
+        m.d.comb += acc_ready.eq(f_run & ~f_mode_embed & (c_rb < nrb) & ~beats_ok.bit_select(c_buf, 1))
+        with m.If(f_run & ~f_mode_embed & acc_valid & acc_ready):
             for b_ in range(2):
                 for s_ in range(3):
                     with m.If((c_buf == b_) & (c_s == s_)):
-                        m.d.sync += accbuf[b_][s_].eq(tac.o.payload)
+                        m.d.sync += accbuf[b_][s_].eq(acc_payload)
             with m.If(c_s == ns - 1):
                 m.d.sync += [c_s.eq(0), c_rb.eq(c_rb + 1)]
                 m.d.comb += set_beats.eq(Mux(c_buf, 2, 1))
@@ -1253,10 +1352,8 @@ class Core(wiring.Component):
             with m.State("SCALAR"):
                 m.d.comb += [count_en.eq(1), count.eq(_CNT["stats"])]
                 with m.If(recips_ready):
+                    m.d.comb += mat_start.eq(1)
                     m.d.sync += [rd_q.eq(0), rd_c.eq(0), q_out_c.eq(0), tg_valid.eq(0), wq.eq(0),
-                                 mat_run.eq(1), w_addr.eq(wbase), w_k.eq(0), w_rb.eq(0), a_rb.eq(0),
-                                 a_cb.eq(0),
-                                 a_s.eq(0),
                                  f_run.eq(1), c_rb.eq(0), c_s.eq(0), r_idx.eq(0), beats_ok.eq(0), aux_ok.eq(0),
                                  f_r.eq(0), f_cap.eq(0),
                                  topk_mode.eq(is_head)]
@@ -1291,7 +1388,7 @@ class Core(wiring.Component):
                     m.d.comb += c_rd_addr.eq(f_rd_c)
                 with m.Else():
                     m.d.comb += [sl_port.eq(1), c_rd_addr.eq(sl_rd_addr)]
-                with m.If(w_done & a_done):
+                with m.If(mat_done):
                     m.next = "DRAIN"
             with m.State("DRAIN"):
                 m.d.comb += [count_en.eq(1), count.eq(Mux(is_head, _CNT["head"], _CNT["drain"]))]
@@ -1304,7 +1401,7 @@ class Core(wiring.Component):
                 done = Signal()
                 m.d.comb += done.eq(Mux(topk_mode, f_done & scales_ready, f_done & col_done))
                 with m.If(done):
-                    m.d.sync += [mat_run.eq(0), topk_mode.eq(0)]
+                    m.d.sync += topk_mode.eq(0)
                     with m.If(is_head):
                         m.d.sync += [head_m.eq(scale_m[0]), head_e.eq(scale_e[0]), have_head.eq(1)]
                         with m.Switch(seg_q[0]):

@@ -53,12 +53,18 @@ SIM_TIMEOUT = 50_000
 
 def default_core_factory(target):
     """The core of ``target``'s board: :class:`~mmfree.hw.serial_core.SerialCore` where :data:`BOARDS`
-    says ``"core": "serial"`` (the iCEBreaker), else :class:`~mmfree.hw.core.Core`."""
+    says ``"core": "serial"`` (the iCEBreaker), else :class:`~mmfree.hw.core.Core` (its tile streams in
+    the ``mat`` domain when the target has a ``matrix_clock_hz``)."""
     if BOARDS.get(target.board or "", {}).get("core") == "serial":
         from .serial_core import SerialCore
         return SerialCore(target)
     from .core import Core
-    return Core(target)
+    return Core(target, matrix_domain=matrix_domain(target))
+
+
+def matrix_domain(target) -> str:
+    """The clock domain of the core's tile streams: ``mat`` when ``target.matrix_clock_hz`` is set, else ``sync``."""
+    return "sync" if target.matrix_clock_hz is None else "mat"
 
 
 def _core_shape(core, target):
@@ -227,11 +233,12 @@ def board_platform(board: str):
     return getattr(importlib.import_module(spec["module"]), spec["platform"])()
 
 
-def ecp5_pll_params(f_in: float, f_out: float) -> dict:
-    """EHXPLLL dividers for ``f_out`` from ``f_in`` (the ``ecppll`` search).
+def ecp5_pll_params(f_in: float, f_out: float, f_os: float | None = None) -> dict:
+    """EHXPLLL dividers for ``f_out`` from ``f_in`` (the ``ecppll`` search), and ``f_os`` on CLKOS.
 
-    Returns ``{"CLKI_DIV", "CLKFB_DIV", "CLKOP_DIV", "CLKOP_CPHASE", "f_vco", "f_out"}``;
-    PFD 3.125..400 MHz, VCO 400..800 MHz, feedback from CLKOP.
+    Returns ``{"CLKI_DIV", "CLKFB_DIV", "CLKOP_DIV", "CLKOP_CPHASE", "f_vco", "f_out"}``, with
+    ``f_os``: also ``"CLKOS_DIV", "CLKOS_CPHASE", "f_os"`` (from the same VCO); PFD 3.125..400 MHz,
+    VCO 400..800 MHz, feedback from CLKOP.
     """
     best = None
     for clki in range(1, 129):
@@ -245,15 +252,24 @@ def ecp5_pll_params(f_in: float, f_out: float) -> dict:
                 if not 400e6 <= vco <= 800e6:
                     continue
                 err = abs(out - f_out)
-                if best is None or (err, abs(vco - 600e6)) < (best[0], abs(best[4] - 600e6)):
-                    best = (err, clki, fb, op, vco, out)
+                osd = min(128, max(1, round(vco / f_os))) if f_os else 0
+                err_os = abs(vco / osd - f_os) if f_os else 0.0
+                key = (err + err_os, abs(vco - 600e6))
+                if best is None or key < best[0]:
+                    best = (key, err, clki, fb, op, vco, out, osd, err_os)
     if best is None:
         raise ValueError(f"no ECP5 PLL setting makes {f_out} Hz from {f_in} Hz")
-    err, clki, fb, op, vco, out = best
+    _, err, clki, fb, op, vco, out, osd, err_os = best
     if err > 0.005 * f_out:
         raise ValueError(f"ECP5 PLL: {f_out} Hz from {f_in} Hz is off by {err:.0f} Hz (best {out:.0f} Hz)")
-    return {"CLKI_DIV": clki, "CLKFB_DIV": fb, "CLKOP_DIV": op, "CLKOP_CPHASE": (op - 1) // 2,
-            "f_vco": vco, "f_out": out}
+    p = {"CLKI_DIV": clki, "CLKFB_DIV": fb, "CLKOP_DIV": op, "CLKOP_CPHASE": (op - 1) // 2,
+         "f_vco": vco, "f_out": out}
+    if f_os:
+        if err_os > 0.005 * f_os:
+            raise ValueError(f"ECP5 PLL: {f_os} Hz on CLKOS beside {f_out} Hz from {f_in} Hz is off by "
+                             f"{err_os:.0f} Hz (best {vco / osd:.0f} Hz)")
+        p.update({"CLKOS_DIV": osd, "CLKOS_CPHASE": (osd - 1) // 2, "f_os": vco / osd})
+    return p
 
 
 def ice40_pll_params(f_in: float, f_out: float) -> dict:
@@ -329,18 +345,29 @@ class BoardTop(wiring.Component):
         super().__init__({})
 
     def _clock(self, m, platform):
-        """The sync domain from the board clock through a PLL; returns the PLL's lock signal."""
+        """The sync domain (and ``mat``, with a ``matrix_clock_hz``) from the board clock through a PLL;
+        returns the PLL's lock signal."""
         spec = BOARDS[self.board]
         f_in = platform.default_clk_frequency
         f_out = self.target.clock_hz
+        f_mat = self.target.matrix_clock_hz
         clk_port = platform.request(platform.default_clk, dir="-")
         clk = Signal()
+        mat_clk = Signal()
         locked = Signal()
-        if abs(f_in - f_out) < 1:
+        if f_mat is not None and spec["family"] != "ecp5":
+            raise ValueError(f"{self.board}: a separate matrix clock needs an ECP5 board")
+        if abs(f_in - f_out) < 1 and f_mat is None:
             m.submodules.clk_buf = buf = io.Buffer("i", clk_port)
             m.d.comb += [clk.eq(buf.i), locked.eq(1)]
         elif spec["family"] == "ecp5":
-            p = ecp5_pll_params(f_in, f_out)
+            # one output: sync on CLKOP; with a matrix clock: mat on CLKOP (the feedback), sync on CLKOS
+            p = ecp5_pll_params(f_in, f_out) if f_mat is None else ecp5_pll_params(f_in, f_mat, f_out)
+            op_clk = clk if f_mat is None else mat_clk
+            os_args = {} if f_mat is None else dict(
+                a_FREQUENCY_PIN_CLKOS=f"{p['f_os'] / 1e6:g}", p_CLKOS_ENABLE="ENABLED",
+                p_CLKOS_DIV=p["CLKOS_DIV"], p_CLKOS_CPHASE=p["CLKOS_CPHASE"], p_CLKOS_FPHASE=0,
+                o_CLKOS=clk, i_ENCLKOS=0)
             m.submodules.clk_buf = buf = io.Buffer("i", clk_port)
             m.submodules.pll = Instance(
                 "EHXPLLL",
@@ -352,9 +379,9 @@ class BoardTop(wiring.Component):
                 p_CLKI_DIV=p["CLKI_DIV"], p_CLKOP_ENABLE="ENABLED", p_CLKOP_DIV=p["CLKOP_DIV"],
                 p_CLKOP_CPHASE=p["CLKOP_CPHASE"], p_CLKOP_FPHASE=0, p_FEEDBK_PATH="CLKOP",
                 p_CLKFB_DIV=p["CLKFB_DIV"],
-                i_RST=0, i_STDBY=0, i_CLKI=buf.i, o_CLKOP=clk, i_CLKFB=clk,
+                i_RST=0, i_STDBY=0, i_CLKI=buf.i, o_CLKOP=op_clk, i_CLKFB=op_clk,
                 i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=1, i_PHASESTEP=1, i_PHASELOADREG=1,
-                i_PLLWAKESYNC=0, i_ENCLKOP=0, o_LOCK=locked)
+                i_PLLWAKESYNC=0, i_ENCLKOP=0, o_LOCK=locked, **os_args)
         else:
             p = ice40_pll_params(f_in, f_out)
             m.submodules.pll = Instance(
@@ -362,21 +389,25 @@ class BoardTop(wiring.Component):
                 p_FEEDBACK_PATH="SIMPLE", p_DIVR=p["DIVR"], p_DIVF=p["DIVF"], p_DIVQ=p["DIVQ"],
                 p_FILTER_RANGE=p["FILTER_RANGE"],
                 i_PACKAGEPIN=clk_port.io, i_RESETB=1, i_BYPASS=0, o_PLLOUTGLOBAL=clk, o_LOCK=locked)
-        m.domains.sync = ClockDomain("sync")
-        m.d.comb += ClockSignal("sync").eq(clk)
-        platform.add_clock_constraint(clk, f_out)
+        domains = [("sync", clk, f_out)] + ([("mat", mat_clk, f_mat)] if f_mat is not None else [])
         m.submodules.button = button = io.Buffer("i", platform.request(spec["reset"], 0, dir="-"))
-        if spec["family"] == "ecp5":
-            # The reset reaches about 29,000 flip-flops (256 lanes). Through a DCCA it rides a global
-            # network to their LSR pins instead of the fabric's routing, which it otherwise congests
-            # over the whole die (nextpnr-ecp5 promotes only clock nets by itself).
-            m.domains.sync_raw = ClockDomain("sync_raw", reset_less=True)
-            m.d.comb += ClockSignal("sync_raw").eq(clk)
-            rst = Signal()
-            m.submodules.reset_sync = AsyncFFSynchronizer(~locked | button.i, rst, o_domain="sync_raw")
-            m.submodules.reset_gbuf = Instance("DCCA", i_CLKI=rst, i_CE=1, o_CLKO=ResetSignal("sync"))
-        else:
-            m.submodules.reset_sync = ResetSynchronizer(~locked | button.i, domain="sync")
+        for name, c, f in domains:
+            m.domains += ClockDomain(name)
+            m.d.comb += ClockSignal(name).eq(c)
+            platform.add_clock_constraint(c, f)
+            if spec["family"] == "ecp5":
+                # The reset reaches about 29,000 flip-flops (256 lanes). Through a DCCA it rides a global
+                # network to their LSR pins instead of the fabric's routing, which it otherwise congests
+                # over the whole die (nextpnr-ecp5 promotes only clock nets by itself).
+                m.domains += ClockDomain(f"{name}_raw", reset_less=True)
+                m.d.comb += ClockSignal(f"{name}_raw").eq(c)
+                rst = Signal(name=f"{name}_rst_sync")
+                m.submodules[f"{name}_reset_sync"] = AsyncFFSynchronizer(~locked | button.i, rst,
+                                                                         o_domain=f"{name}_raw")
+                m.submodules[f"{name}_reset_gbuf"] = Instance("DCCA", i_CLKI=rst, i_CE=1,
+                                                              o_CLKO=ResetSignal(name))
+            else:
+                m.submodules.reset_sync = ResetSynchronizer(~locked | button.i, domain=name)
         return locked
 
     def elaborate(self, platform):

@@ -76,6 +76,10 @@ class Target:
         amaranth-boards platform name for bitstream targets.
     clock_hz : int or None
         Core clock the bitstream is built for.
+    matrix_clock_hz : int or None
+        Clock of the tile streams (weight reads, code sequencer, TAC array)
+        when they run in a clock domain of their own (``None``: they run on
+        ``clock_hz``); see :class:`mmfree.hw.core.Core` ``matrix_domain``.
     """
 
     name: str
@@ -90,6 +94,7 @@ class Target:
     board: str | None = None
     clock_hz: int | None = None
     description: str = ""
+    matrix_clock_hz: int | None = None
 
     def __post_init__(self):
         for f in ("rows", "cols", "vec_lanes", "topk"):

@@ -66,9 +66,8 @@ def _target(lanes):
     return dataclasses.replace(t.with_lanes(r, c), vec_lanes=v), BUILD.with_name(f"core-{r}x{c}v{v}")
 
 
-@pytest.mark.parametrize("lanes", [None, "16x16/4", "8x16/2"])
-def test_core_whole_model(tmp_path, lanes):
-    target, build = _target(lanes)
+def _models(tmp_path, target, build) -> list[dict]:
+    """The shipped ``ecp5`` model and the random ones compiled for ``target``, with golden steps in ``build``."""
     models = []
     ckpts = {"ecp5": resolve("ecp5")}
     for i, (name, cfg) in enumerate(RANDOM.items()):
@@ -80,11 +79,39 @@ def test_core_whole_model(tmp_path, lanes):
         build.mkdir(parents=True, exist_ok=True)
         _expected(d, b"def main():\n    return 0\n", exp)
         models.append({"name": name, "dir": str(d), "expected": str(exp)})
+    return models
+
+
+@pytest.mark.parametrize("lanes", [None, "16x16/4", "8x16/2"])
+def test_core_whole_model(tmp_path, lanes):
+    target, build = _target(lanes)
+    models = _models(tmp_path, target, build)
     run_cocotb(Core(target), test_module="test_core", build_dir=build,
                module_dirs=[REPO / "tests" / "cocotb"], params={"models": models})
     for m in models:
         per = json.loads((build / f"counters_{m['name']}.json").read_text())
         assert per["cycles"] > 0
+
+
+@pytest.mark.parametrize("matrix_period_ps", [4000, 13300])
+def test_core_matrix_clock(tmp_path, matrix_period_ps):
+    """The tile streams on their own clock (the ULX3S build's core), 2.5x faster and 1.33x slower than ``clk``.
+
+    Bit-exact at both ratios; the faster clock takes fewer ``clk`` cycles per token than the one-clock core.
+    """
+    target, build = _target("16x16/4")
+    build = build.with_name(build.name + "-mat")
+    models = _models(tmp_path, target, build)
+    run_cocotb(Core(target, matrix_domain="mat"), test_module="test_core", build_dir=build,
+               module_dirs=[REPO / "tests" / "cocotb"],
+               params={"models": models, "matrix_period_ps": matrix_period_ps})
+    one_clock = _target("16x16/4")[1]
+    for m in models:
+        per = json.loads((build / f"counters_{m['name']}.json").read_text())
+        (build / f"counters_{m['name']}_{matrix_period_ps}ps.json").write_text(json.dumps(per, indent=1))
+        ref = one_clock / f"counters_{m['name']}.json"
+        if matrix_period_ps < 10_000 and m["name"] == "ecp5" and ref.is_file():
+            assert per["cycles"] < json.loads(ref.read_text())["cycles"]
 
 
 @pytest.mark.parametrize("change, msg", [

