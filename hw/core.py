@@ -481,8 +481,9 @@ class Core(wiring.Component):
         # takes copies of the LINEAR's counts at the start, so none of its paths reads a sync register.
         mat_start = Signal()
         mat_done = Signal()
-        q_total = Signal(24)             # qbuf words completed since reset (wraps)
-        q_base = Signal(24)              # ... when this LINEAR's matrix started
+        QB = (3 * qd).bit_length() + 1   # counts of qbuf words, modulo 2^QB (a LINEAR has at most 3 qd)
+        q_total = Signal(QB)             # qbuf words completed since reset (wraps)
+        q_base = Signal(QB)              # ... when this LINEAR's matrix started
         word_done = Signal()
         m.d.comb += word_done.eq(quant.o.valid & ((q_out_c[:CVB] == (1 << CVB) - 1 if CVB else 1) |
                                                   (q_out_c == nb_m1)))
@@ -495,29 +496,31 @@ class Core(wiring.Component):
             m.d.comb += start_cdc.i.eq(mat_start)
             start_x = start_cdc.o
             # q_total in Gray code: every sample the md side takes is a count the sync side had
-            q_gray = Signal(24)
+            q_gray = Signal(QB)
             m.d.sync += q_gray.eq(q_total ^ (q_total >> 1))
-            q_gray_x = Signal(24)
+            q_gray_x = Signal(QB)
             m.submodules.q_total_cdc = cdc.FFSynchronizer(q_gray, q_gray_x, o_domain=md)
-            q_total_x = Signal(24)
-            m.d[md] += q_total_x.eq(Cat(*[q_gray_x[i:].xor() for i in range(24)]))
+            q_total_x = Signal(QB)
+            m.d[md] += q_total_x.eq(Cat(*[q_gray_x[i:].xor() for i in range(QB)]))
             q_base_src = q_base          # stable long before the start pulse arrives
         else:
             start_x = mat_start
             q_total_x = q_total
             q_base_src = q_total         # q_base takes it on this same edge
         mat_run = Signal()
-        w_k = Signal(26)                 # ... within the row block
-        w_rb = Signal(24)
         w_done = Signal()
         a_done = Signal()
-        x_nrb = Signal(24)               # md copies of nrb, rb_tiles - 1, nbc - 1, ns, seg_q
-        x_rb_last = Signal.like(rb_last)
-        x_nbc_m1 = Signal.like(nbc_m1)
-        x_ns = Signal(2)
-        x_seg_q = Array([Signal(2, name=f"x_seg_q{s}") for s in range(3)])
-        x_slot0 = Array([Const(0, 26), Signal(26, name="x_slot1"), Signal(26, name="x_slot2")])  # s * nbc
-        x_q_base = Signal(24)
+        # Counters of the md side, all narrow and counting down to zero (no wide compares on its paths):
+        # a valid program has rows / R and the tiles of a row block each at most wdepth (checked in DECODE)
+        # and inputs of at most max_input (at most qd column blocks per slot).
+        TB = wdepth.bit_length()
+        CQ = max(1, (qd - 1).bit_length())
+        x_nbc_m1 = Signal(CQ)            # md copies of the LINEAR's counts, taken at the start
+        x_rb_last = Signal(TB)
+        x_ns_m1 = Signal(2)
+        x_ibase = Array([Signal(QB, name=f"x_ibase{s}") for s in range(3)])        # seg_q[s] * nbc
+        x_abase = Array([Signal(range(3 * qd), name=f"x_abase{s}") for s in range(3)])  # qbuf address of seg_q[s]
+        x_q_base = Signal(QB)
         # Weight read pipeline, never stalled: the banks' outputs are registered next to them, the bank
         # select muxes them into a second register, and a small FIFO in front of the decoder takes the
         # words. A word is read only when the FIFO will have room for it (w_inflight counts the words
@@ -528,7 +531,9 @@ class Core(wiring.Component):
         w_issue = Signal()
         w_inflight = Signal(range(WQ + 1))
         w_addr = Signal(32)              # the next word's address, a counter (no adder before the block RAMs)
-        m.d.comb += [w_done.eq(w_rb == x_nrb), w_issue.eq(mat_run & ~w_done & (w_inflight != WQ))]
+        w_k_left = Signal(TB)            # tiles of the row block after this one
+        w_rb_left = Signal(TB)           # row blocks left, this one included
+        m.d.comb += [w_done.eq(w_rb_left == 0), w_issue.eq(mat_run & ~w_done & (w_inflight != WQ))]
         WBB = _log2(WMEM_BANK_WORDS)
         p1_v, p2_v = Signal(), Signal()
         p1_sel = Signal(range(max(2, len(w_banks))))
@@ -551,16 +556,18 @@ class Core(wiring.Component):
         m.d[md] += w_inflight.eq(w_inflight + w_issue - (wfifo.r_rdy & wfifo.r_en))
         with m.If(w_issue):
             m.d[md] += w_addr.eq(w_addr + 1)
-            with m.If(w_k == x_rb_last):
-                m.d[md] += [w_k.eq(0), w_rb.eq(w_rb + 1)]
+            with m.If(w_k_left == 0):
+                m.d[md] += [w_k_left.eq(x_rb_last), w_rb_left.eq(w_rb_left - 1)]
             with m.Else():
-                m.d[md] += w_k.eq(w_k + 1)
-        a_cb = Signal(24)
+                m.d[md] += w_k_left.eq(w_k_left - 1)
+        # the code side: (row block, segment, column block) in the order of the tiles
+        a_cb_left = Signal(CQ)           # column blocks of the segment after this one
         a_s = Signal(2)
-        a_rb = Signal(24)                # row block of the code side
-        a_idx = Signal(26)               # the next code word's index among the LINEAR's qbuf words
-        m.d.comb += a_done.eq(a_rb == x_nrb)
-        slot_base = Array([Const(q * qd, range(3 * qd + 1)) for q in range(3)])
+        a_rb_left = Signal(TB)           # row blocks left, this one included
+        a_addr = Signal(range(3 * qd))   # the next code word's qbuf address
+        a_idx = Signal(QB)               # ... and its index among the LINEAR's qbuf words (slot * nbc + column block)
+        a_at0 = Signal()                 # ... is its segment's first
+        m.d.comb += a_done.eq(a_rb_left == 0)
         a_valid = Signal()
         a_first = Signal()
         a_last = Signal()
@@ -570,37 +577,42 @@ class Core(wiring.Component):
         codes_ok = Signal()
         if split:
             # the words available, registered (one md cycle later than the count; zero at the start)
-            q_avail = Signal(24)
-            m.d[md] += q_avail.eq(Mux(start_x, 0, (q_total_x - x_q_base)[:24]))
+            q_avail = Signal(QB)
+            m.d[md] += q_avail.eq(Mux(start_x, 0, q_total_x - x_q_base))
             m.d.comb += codes_ok.eq(a_idx < q_avail)
         else:
-            m.d.comb += codes_ok.eq(a_idx < (q_total_x - x_q_base)[:24])
+            m.d.comb += codes_ok.eq(a_idx < (q_total_x - x_q_base)[:QB])
         m.d.comb += [q_rd_en_mat.eq(~a_valid | tac.a.ready), tac.a.valid.eq(a_valid),
                      tac.a.payload.a.eq(q_rd.data), tac.a.payload.first.eq(a_first),
                      tac.a.payload.last.eq(a_last)]
-        m.d.comb += [q_rd.addr.eq(slot_base[x_seg_q[a_s]] + a_cb), q_rd.en.eq(q_rd_en_mat)]
+        m.d.comb += [q_rd.addr.eq(a_addr), q_rd.en.eq(q_rd_en_mat)]
         with m.If(q_rd_en_mat):
             with m.If(mat_run & ~a_done & codes_ok):
-                m.d[md] += [a_valid.eq(1), a_first.eq(a_cb == 0), a_last.eq(a_cb == x_nbc_m1)]
-                with m.If(a_cb == x_nbc_m1):
-                    m.d[md] += a_cb.eq(0)
-                    with m.If(a_s == x_ns - 1):
-                        m.d[md] += [a_s.eq(0), a_rb.eq(a_rb + 1), a_idx.eq(x_slot0[x_seg_q[0]])]
+                m.d[md] += [a_valid.eq(1), a_first.eq(a_at0), a_last.eq(a_cb_left == 0)]
+                with m.If(a_cb_left == 0):
+                    m.d[md] += [a_cb_left.eq(x_nbc_m1), a_at0.eq(1)]
+                    with m.If(a_s == x_ns_m1):
+                        m.d[md] += [a_s.eq(0), a_rb_left.eq(a_rb_left - 1), a_idx.eq(x_ibase[0]),
+                                    a_addr.eq(x_abase[0])]
                     with m.Else():
-                        m.d[md] += [a_s.eq(a_s + 1), a_idx.eq(x_slot0[x_seg_q[a_s + 1]])]
+                        m.d[md] += [a_s.eq(a_s + 1), a_idx.eq(x_ibase[a_s + 1]), a_addr.eq(x_abase[a_s + 1])]
                 with m.Else():
-                    m.d[md] += [a_cb.eq(a_cb + 1), a_idx.eq(a_idx + 1)]
+                    m.d[md] += [a_cb_left.eq(a_cb_left - 1), a_idx.eq(a_idx + 1), a_addr.eq(a_addr + 1),
+                                a_at0.eq(0)]
             with m.Else():
                 m.d[md] += a_valid.eq(0)
         # the end of the tiles, and the start (last, so that it wins)
         with m.If(mat_run & w_done & a_done):
             m.d[md] += mat_run.eq(0)
         with m.If(start_x):
-            m.d[md] += [mat_run.eq(1), w_addr.eq(wbase), w_k.eq(0), w_rb.eq(0), a_rb.eq(0), a_cb.eq(0), a_s.eq(0),
-                        x_nrb.eq(nrb), x_rb_last.eq(rb_last), x_nbc_m1.eq(nbc_m1), x_ns.eq(ns),
-                        x_slot0[1].eq(nbc), x_slot0[2].eq(nbc << 1), x_q_base.eq(q_base_src),
-                        a_idx.eq(Array([Const(0, 26), nbc, nbc << 1])[seg_q[0]])]
-            m.d[md] += [x_seg_q[s].eq(seg_q[s]) for s in range(3)]
+            slot_idx = Array([Const(0, QB), nbc[:QB], (nbc << 1)[:QB]])
+            slot_addr = Array([Const(q * qd, range(3 * qd)) for q in range(3)])
+            m.d[md] += [mat_run.eq(1), w_addr.eq(wbase), w_k_left.eq(rb_last), w_rb_left.eq(nrb),
+                        a_cb_left.eq(nbc_m1), a_s.eq(0), a_rb_left.eq(nrb), a_at0.eq(1),
+                        a_idx.eq(slot_idx[seg_q[0]]), a_addr.eq(slot_addr[seg_q[0]]),
+                        x_nbc_m1.eq(nbc_m1), x_rb_last.eq(rb_last), x_ns_m1.eq(ns - 1), x_q_base.eq(q_base_src)]
+            m.d[md] += [x_ibase[s].eq(slot_idx[seg_q[s]]) for s in range(3)]
+            m.d[md] += [x_abase[s].eq(slot_addr[seg_q[s]]) for s in range(3)]
         # back to sync: the end of the tiles, the row-block results, the decoder's error
         if split:
             start_tgl = Signal()
@@ -614,8 +626,12 @@ class Core(wiring.Component):
             m.d.comb += mat_done.eq(done_tgl_s == start_tgl)
             m.submodules.acc_cdc = acc_cdc = fifo.AsyncFIFO(width=R * ACC_BITS, depth=4, r_domain="sync",
                                                              w_domain=md)
-            m.d.comb += [acc_cdc.w_data.eq(tac.o.payload), acc_cdc.w_en.eq(tac.o.valid),
-                         tac.o.ready.eq(acc_cdc.w_rdy)]
+            # room for a row block, registered (safe: at most one write per cycle), so the TAC's output
+            # register enables start at a flip-flop
+            acc_room = Signal()
+            m.d[md] += acc_room.eq(acc_cdc.w_level < acc_cdc.depth - 1)
+            m.d.comb += [acc_cdc.w_data.eq(tac.o.payload), acc_cdc.w_en.eq(tac.o.valid & acc_room),
+                         tac.o.ready.eq(acc_room)]
             acc_valid, acc_payload, acc_ready = acc_cdc.r_rdy, acc_cdc.r_data, acc_cdc.r_en
             m.submodules.error_cdc = cdc.FFSynchronizer(tac.error, tac_error, o_domain="sync")
             m.submodules.error_clear_cdc = clear_cdc = cdc.PulseSynchronizer("sync", md)
@@ -1249,7 +1265,10 @@ class Core(wiring.Component):
                                      e_row.eq(e_codes), e_mul.eq(token), e_add.eq(e_stride)]
                         m.next = "EMBED_SCALE"
                     with m.Case(isa.Op.LINEAR):
-                        with m.If(misaligned | (nq == 0) | (ns == 0) | (n == 0) | (rows == 0)):
+                        # the matrix's counters are sized for what fits: rows / R and a row block's tiles up
+                        # to the weight memory's words, inputs up to max_input
+                        with m.If(misaligned | (nq == 0) | (ns == 0) | (n == 0) | (rows == 0) |
+                                  (n > t.max_input) | (nrb > wdepth) | (rb_tiles > wdepth)):
                             m.d.sync += error.eq(1)
                             m.next = "END"
                         with m.Elif(trk_valid & (trk_dst == src) & (trk_n == n)):
