@@ -500,8 +500,15 @@ class Core(wiring.Component):
             m.d.sync += q_gray.eq(q_total ^ (q_total >> 1))
             q_gray_x = Signal(QB)
             m.submodules.q_total_cdc = cdc.FFSynchronizer(q_gray, q_gray_x, o_domain=md)
+            # Gray to binary in two register stages of at most two LUT levels: bit i is the parity of
+            # q_gray_x[i:], split at bit H into the parities of [i:H] and [H:]
+            H = QB // 2
+            q_par_lo = [Signal(name=f"q_par_lo{i}") for i in range(H)]
+            q_par_hi = [Signal(name=f"q_par_hi{i}") for i in range(QB - H)]
+            m.d[md] += [q_par_lo[i].eq(q_gray_x[i:H].xor()) for i in range(H)]
+            m.d[md] += [q_par_hi[j].eq(q_gray_x[H + j:].xor()) for j in range(QB - H)]
             q_total_x = Signal(QB)
-            m.d[md] += q_total_x.eq(Cat(*[q_gray_x[i:].xor() for i in range(QB)]))
+            m.d[md] += q_total_x.eq(Cat(*[q_par_lo[i] ^ q_par_hi[0] for i in range(H)], *q_par_hi))
             q_base_src = q_base          # stable long before the start pulse arrives
         else:
             start_x = mat_start
@@ -516,7 +523,9 @@ class Core(wiring.Component):
         TB = wdepth.bit_length()
         CQ = max(1, (qd - 1).bit_length())
         x_nbc_m1 = Signal(CQ)            # md copies of the LINEAR's counts, taken at the start
+        x_nbc_z = Signal()               # ... x_nbc_m1 == 0
         x_rb_last = Signal(TB)
+        x_rb_z = Signal()                # ... x_rb_last == 0
         x_ns_m1 = Signal(2)
         x_ibase = Array([Signal(QB, name=f"x_ibase{s}") for s in range(3)])        # seg_q[s] * nbc
         x_abase = Array([Signal(range(3 * qd), name=f"x_abase{s}") for s in range(3)])  # qbuf address of seg_q[s]
@@ -525,15 +534,19 @@ class Core(wiring.Component):
         # select muxes them into a second register, and a small FIFO in front of the decoder takes the
         # words. A word is read only when the FIFO will have room for it (w_inflight counts the words
         # read and not yet taken), so no ready signal reaches the block RAMs.
-        WQ = 5                           # FIFO depth: a word is readable 4 cycles after its read; 5 keep one per cycle
-        wfifo = fifo.SyncFIFO(width=wbits, depth=WQ)
+        # FIFO depth: a word is readable 4 cycles after its read; 5 keep one per cycle. With a clock of its
+        # own the FIFO's output is a register (one cycle more, 6 deep), so the decoder starts at a flip-flop.
+        WQ = 6 if split else 5
+        wfifo = fifo.SyncFIFOBuffered(width=wbits, depth=WQ) if split else fifo.SyncFIFO(width=wbits, depth=WQ)
         m.submodules.wfifo = DomainRenamer(md)(wfifo)
         w_issue = Signal()
         w_inflight = Signal(range(WQ + 1))
         w_addr = Signal(32)              # the next word's address, a counter (no adder before the block RAMs)
         w_k_left = Signal(TB)            # tiles of the row block after this one
+        w_k_z = Signal()                 # ... is zero
         w_rb_left = Signal(TB)           # row blocks left, this one included
-        m.d.comb += [w_done.eq(w_rb_left == 0), w_issue.eq(mat_run & ~w_done & (w_inflight != WQ))]
+        w_rb_one = Signal()              # ... is one
+        m.d.comb += w_issue.eq(mat_run & ~w_done & (w_inflight != WQ))
         WBB = _log2(WMEM_BANK_WORDS)
         p1_v, p2_v = Signal(), Signal()
         p1_sel = Signal(range(max(2, len(w_banks))))
@@ -554,20 +567,25 @@ class Core(wiring.Component):
                     wfifo.w_data.eq(Array(p2_data)[p2_sel] if len(w_banks) > 1 else p2_data[0])]
         m.d.comb += [tac.w.valid.eq(wfifo.r_rdy), tac.w.payload.eq(wfifo.r_data), wfifo.r_en.eq(tac.w.ready)]
         m.d[md] += w_inflight.eq(w_inflight + w_issue - (wfifo.r_rdy & wfifo.r_en))
+        # the counters' zero flags are registers, set from compares of the value before (no compare
+        # between a counter and the enables it drives)
         with m.If(w_issue):
             m.d[md] += w_addr.eq(w_addr + 1)
-            with m.If(w_k_left == 0):
-                m.d[md] += [w_k_left.eq(x_rb_last), w_rb_left.eq(w_rb_left - 1)]
+            with m.If(w_k_z):
+                m.d[md] += [w_k_left.eq(x_rb_last), w_k_z.eq(x_rb_z), w_rb_left.eq(w_rb_left - 1),
+                            w_rb_one.eq(w_rb_left == 2), w_done.eq(w_rb_one)]
             with m.Else():
-                m.d[md] += w_k_left.eq(w_k_left - 1)
+                m.d[md] += [w_k_left.eq(w_k_left - 1), w_k_z.eq(w_k_left == 1)]
         # the code side: (row block, segment, column block) in the order of the tiles
         a_cb_left = Signal(CQ)           # column blocks of the segment after this one
+        a_cb_z = Signal()                # ... is zero
         a_s = Signal(2)
+        a_s_last = Signal()              # a_s is the last segment
         a_rb_left = Signal(TB)           # row blocks left, this one included
+        a_rb_one = Signal()              # ... is one
         a_addr = Signal(range(3 * qd))   # the next code word's qbuf address
         a_idx = Signal(QB)               # ... and its index among the LINEAR's qbuf words (slot * nbc + column block)
         a_at0 = Signal()                 # ... is its segment's first
-        m.d.comb += a_done.eq(a_rb_left == 0)
         a_valid = Signal()
         a_first = Signal()
         a_last = Signal()
@@ -588,17 +606,19 @@ class Core(wiring.Component):
         m.d.comb += [q_rd.addr.eq(a_addr), q_rd.en.eq(q_rd_en_mat)]
         with m.If(q_rd_en_mat):
             with m.If(mat_run & ~a_done & codes_ok):
-                m.d[md] += [a_valid.eq(1), a_first.eq(a_at0), a_last.eq(a_cb_left == 0)]
-                with m.If(a_cb_left == 0):
-                    m.d[md] += [a_cb_left.eq(x_nbc_m1), a_at0.eq(1)]
-                    with m.If(a_s == x_ns_m1):
-                        m.d[md] += [a_s.eq(0), a_rb_left.eq(a_rb_left - 1), a_idx.eq(x_ibase[0]),
-                                    a_addr.eq(x_abase[0])]
+                m.d[md] += [a_valid.eq(1), a_first.eq(a_at0), a_last.eq(a_cb_z)]
+                with m.If(a_cb_z):
+                    m.d[md] += [a_cb_left.eq(x_nbc_m1), a_cb_z.eq(x_nbc_z), a_at0.eq(1)]
+                    with m.If(a_s_last):
+                        m.d[md] += [a_s.eq(0), a_s_last.eq(x_ns_m1 == 0), a_rb_left.eq(a_rb_left - 1),
+                                    a_rb_one.eq(a_rb_left == 2), a_done.eq(a_rb_one),
+                                    a_idx.eq(x_ibase[0]), a_addr.eq(x_abase[0])]
                     with m.Else():
-                        m.d[md] += [a_s.eq(a_s + 1), a_idx.eq(x_ibase[a_s + 1]), a_addr.eq(x_abase[a_s + 1])]
+                        m.d[md] += [a_s.eq(a_s + 1), a_s_last.eq(a_s + 1 == x_ns_m1),
+                                    a_idx.eq(x_ibase[a_s + 1]), a_addr.eq(x_abase[a_s + 1])]
                 with m.Else():
-                    m.d[md] += [a_cb_left.eq(a_cb_left - 1), a_idx.eq(a_idx + 1), a_addr.eq(a_addr + 1),
-                                a_at0.eq(0)]
+                    m.d[md] += [a_cb_left.eq(a_cb_left - 1), a_cb_z.eq(a_cb_left == 1), a_idx.eq(a_idx + 1),
+                                a_addr.eq(a_addr + 1), a_at0.eq(0)]
             with m.Else():
                 m.d[md] += a_valid.eq(0)
         # the end of the tiles, and the start (last, so that it wins)
@@ -607,8 +627,11 @@ class Core(wiring.Component):
         with m.If(start_x):
             slot_idx = Array([Const(0, QB), nbc[:QB], (nbc << 1)[:QB]])
             slot_addr = Array([Const(q * qd, range(3 * qd)) for q in range(3)])
-            m.d[md] += [mat_run.eq(1), w_addr.eq(wbase), w_k_left.eq(rb_last), w_rb_left.eq(nrb),
-                        a_cb_left.eq(nbc_m1), a_s.eq(0), a_rb_left.eq(nrb), a_at0.eq(1),
+            m.d[md] += [mat_run.eq(1), w_addr.eq(wbase), w_k_left.eq(rb_last), w_k_z.eq(rb_last == 0),
+                        w_rb_left.eq(nrb), w_rb_one.eq(nrb == 1), w_done.eq(nrb == 0),
+                        a_cb_left.eq(nbc_m1), a_cb_z.eq(nbc_m1 == 0), a_s.eq(0), a_s_last.eq(ns == 1),
+                        a_rb_left.eq(nrb), a_rb_one.eq(nrb == 1), a_done.eq(nrb == 0), a_at0.eq(1),
+                        x_rb_z.eq(rb_last == 0), x_nbc_z.eq(nbc_m1 == 0),
                         a_idx.eq(slot_idx[seg_q[0]]), a_addr.eq(slot_addr[seg_q[0]]),
                         x_nbc_m1.eq(nbc_m1), x_rb_last.eq(rb_last), x_ns_m1.eq(ns - 1), x_q_base.eq(q_base_src)]
             m.d[md] += [x_ibase[s].eq(slot_idx[seg_q[s]]) for s in range(3)]
