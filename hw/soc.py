@@ -340,6 +340,8 @@ class BoardTop(wiring.Component):
         self.baud = spec["baud"] if baud is None else baud
         self.max_payload = spec["max_payload"] if max_payload is None else max_payload
         self.divisor = uart_divisor(self.target.clock_hz, self.baud)
+        if self.target.matrix_clock_hz is not None and spec["family"] != "ecp5":
+            raise ValueError(f"{board}: a separate matrix clock needs an ECP5 board")
         self.timeout = 20 * 10 * self.divisor
         self.core_factory = core_factory or default_core_factory
         super().__init__({})
@@ -355,8 +357,6 @@ class BoardTop(wiring.Component):
         clk = Signal()
         mat_clk = Signal()
         locked = Signal()
-        if f_mat is not None and spec["family"] != "ecp5":
-            raise ValueError(f"{self.board}: a separate matrix clock needs an ECP5 board")
         if abs(f_in - f_out) < 1 and f_mat is None:
             m.submodules.clk_buf = buf = io.Buffer("i", clk_port)
             m.d.comb += [clk.eq(buf.i), locked.eq(1)]

@@ -126,6 +126,12 @@ def test_core_constructor_errors(change, msg):
         Core(t)
 
 
+@pytest.mark.parametrize("domain", ["", "mat-clk", 3])
+def test_core_matrix_domain_checked(domain):
+    with pytest.raises(ValueError, match="matrix_domain must be a clock domain name, not"):
+        Core(targets.get(TARGET), matrix_domain=domain)
+
+
 def test_core_needs_depths():
     with pytest.raises(ValueError, match="memory wmem has no depth; size it to the model first"):
         Core(targets.get("sim"))

@@ -167,6 +167,27 @@ def test_board_top_stub_core(board, clock_hz, cells, absent):
     assert ("DCCA" in il) == (board == "ulx3s-85f")
 
 
+def test_pll_two_outputs():
+    """The ULX3S build's PLL: the tile streams' 100 MHz on CLKOP (the feedback), sync's 30 MHz on CLKOS."""
+    p = ecp5_pll_params(25e6, 100e6, 30e6)
+    assert (p["CLKI_DIV"], p["CLKFB_DIV"], p["CLKOP_DIV"], p["CLKOS_DIV"], p["f_vco"]) == (1, 4, 6, 20, 600e6)
+    assert (p["f_out"], p["f_os"]) == (100e6, 30e6)
+    with pytest.raises(ValueError, match="on CLKOS beside"):
+        ecp5_pll_params(25e6, 100e6, 33.7e6)     # no VCO that makes 100 MHz divides to 33.7 MHz
+
+
+def test_board_top_matrix_clock():
+    """With a matrix clock the ECP5 top has a second PLL output, a mat domain and a reset on a global for each."""
+    from mmfree.hw.soc import default_core_factory, matrix_domain
+
+    t = dataclasses.replace(small("ulx3s-85f"), clock_hz=30_000_000, matrix_clock_hz=100_000_000)
+    assert matrix_domain(t) == "mat" and matrix_domain(small("ulx3s-85f")) == "sync"
+    il = _board_rtlil("ulx3s-85f", default_core_factory, t)
+    assert "CLKOS_DIV" in il and "mat_clk" in il and il.count("DCCA") == 2
+    with pytest.raises(ValueError, match="icebreaker: a separate matrix clock needs an ECP5 board"):
+        BoardTop("icebreaker", target=dataclasses.replace(get("icebreaker"), matrix_clock_hz=36_000_000))
+
+
 def test_board_top_real_core():
     """BoardTop with each board's real core elaborates and converts to RTLIL."""
     from mmfree.hw.core import Core
