@@ -117,3 +117,28 @@ def test_model_too_big_refused(harness, tmp_path):
         with pytest.raises(Exception, match=r"wmem: the model needs \d+ words of \d+ bits, the device holds \d+"):
             dev.load_compiled(out)
         assert dev.info().model_set          # nothing was loaded, the model is still set
+
+
+def test_linear_beyond_the_counters_is_a_core_error(harness, compiled):
+    """A LINEAR whose input is longer than max_input sets the core's error flag (the matrix's counters are
+    sized for what fits): the step gets an INTERNAL error reply, and the real program runs again after."""
+    from mmfree import isa
+    from mmfree.host.driver import read_compiled
+
+    images = read_compiled(compiled)
+    width, data = images.images["pmem"]
+    words = [int.from_bytes(data[i:i + 8], "little") for i in range(0, len(data), 8)]
+    pc = 0
+    for ins in isa.decode(words):
+        if isinstance(ins, isa.Linear):
+            break
+        pc += ins.size
+    bad = words[pc] | (0xFFFFFF << 24)            # n = 2^24 - 1, far beyond any max_input
+    with _device(harness) as dev:
+        dev.load(P.MemoryId.PMEM, pc * 8, bad.to_bytes(8, "little"))
+        dev.set_model(images.hash, images.vocab)
+        dev.reset_state()
+        with pytest.raises(DeviceError, match="INTERNAL"):
+            dev.step(ord("a"))
+        dev.load_compiled(compiled)
+        _check_steps(dev, compiled, b"ok")
