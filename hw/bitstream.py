@@ -85,6 +85,7 @@ class Device:
     build_lanes: str | None = None
     build_clock_hz: int | None = None
     #: the clock of the core's tile streams when they have their own (``None``: one clock); ``--matrix-clock-mhz``
+    #: overrides it
     build_matrix_clock_hz: int | None = None
     #: extra nextpnr options of that default build (when ``--nextpnr-args`` is not given)
     build_nextpnr_opts: tuple = ()
@@ -100,9 +101,10 @@ DEVICES = {
                         bram_bits=18432, dsps=156, bram_cell="DP16KD", dsp_cells=("MULT18X18D", "ALU54B"),
                         bram_shapes=((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36)),
                         # the ulx3s-85f target's 16x16 array with 16 vector lanes does not route (docs/bitstreams.md);
-                        # with 4 vector lanes it does: 38.6-45.5 MHz in four builds, so 30 MHz has margin; the
-                        # tile streams (weight reads, TAC array) run at 100 MHz in a domain of their own
-                        build_lanes="16x16/4", build_clock_hz=30_000_000, build_matrix_clock_hz=100_000_000,
+                        # with 4 vector lanes it does: 38.6-45.5 MHz in four builds, so 30 MHz has margin. The tile
+                        # streams in a 100 MHz domain of their own (--matrix-clock-mhz 100) place at 64-65 MHz and
+                        # have not routed yet (docs/bitstreams.md), so the default stays one clock
+                        build_lanes="16x16/4", build_clock_hz=30_000_000,
                         build_nextpnr_opts=("--placer-heap-beta", "0.8")),
     "icebreaker": Device(family="ice40", part="iCE40UP5K-SG48", luts=5280, ffs=5280, brams=30, bram_bits=4096,
                          dsps=8, sprams=4, bram_cell="SB_RAM40_4K", dsp_cells=("SB_MAC16",),
@@ -978,8 +980,8 @@ def cli(parser):
                         help="only patch --model into the bitstream already built in OUTPUT (no place and route)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
     parser.add_argument("--matrix-clock-mhz", type=float, default=None, metavar="F",
-                        help="clock of the core's tile streams in a domain of their own (default: the board's, "
-                             "100 MHz on the ULX3S; 0: one clock for the whole core)")
+                        help="clock of the core's tile streams in a domain of their own, a second PLL output "
+                             "(ECP5; e.g. 100 beside --clock-mhz 30; default and 0: one clock for the whole core)")
     parser.add_argument("--router", default=None, choices=ROUTERS,
                         help="nextpnr router (default: router2 on the ULX3S, router1 on the iCEBreaker)")
     parser.add_argument("--nextpnr-args", default="", metavar="ARGS",

@@ -95,7 +95,7 @@ class Core(wiring.Component):
         the weight read pipeline, the code sequencer and the TAC array
         (default ``"sync"``, one clock for everything). Another name puts
         them in that domain, which the parent defines (a faster clock; the
-        ULX3S runs it at 2.5x ``sync``): the LINEAR's start, the quantizer's
+        ULX3S's two-clock build: 100 MHz beside 30): the LINEAR's start, the quantizer's
         progress, the row-block results, the end of the tiles and the
         decoder's error cross through synchronizers and an asynchronous
         FIFO, so any ratio of the two clocks gives the same results.

@@ -79,9 +79,9 @@ def test_build_defaults():
     assert (bs.DEVICES["ulx3s-85f"].build_router, bs.DEVICES["icebreaker"].build_router) == ("router2", "router1")
     with pytest.raises(MmfreeError, match="unknown board 'de10'"):
         bs.build_defaults("de10")
-    # the tile streams' own clock: 100 MHz on the ULX3S, none on the serial core, which refuses one
+    # the tile streams' own clock: none by default (not routed yet on the ULX3S); the serial core refuses one
     assert (bs.DEVICES["ulx3s-85f"].build_matrix_clock_hz, bs.DEVICES["icebreaker"].build_matrix_clock_hz) == \
-        (100_000_000, None)
+        (None, None)
     with pytest.raises(MmfreeError, match="the serial core has one clock; --matrix-clock-mhz cannot be used"):
         bs.build("icebreaker", "/nonexistent/never-written", matrix_clock_hz=36_000_000, log=lambda *a: None)
 

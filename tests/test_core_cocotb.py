@@ -95,7 +95,7 @@ def test_core_whole_model(tmp_path, lanes):
 
 @pytest.mark.parametrize("matrix_period_ps", [3000, 13300])
 def test_core_matrix_clock(tmp_path, matrix_period_ps):
-    """The tile streams on their own clock (the ULX3S build's core): 3.33x faster than ``clk`` (100 MHz
+    """The tile streams on their own clock (the ULX3S's two-clock build): 3.33x faster than ``clk`` (100 MHz
     beside 30 MHz) and 1.33x slower.
 
     Bit-exact at both ratios; the faster clock takes fewer ``clk`` cycles per token than the one-clock core.
