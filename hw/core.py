@@ -483,14 +483,11 @@ class Core(wiring.Component):
         mat_done = Signal()
         QB = (3 * qd).bit_length() + 1   # counts of qbuf words, modulo 2^QB (a LINEAR has at most 3 qd)
         q_total = Signal(QB)             # qbuf words completed since reset (wraps)
-        q_base = Signal(QB)              # ... when this LINEAR's matrix started
         word_done = Signal()
         m.d.comb += word_done.eq(quant.o.valid & ((q_out_c[:CVB] == (1 << CVB) - 1 if CVB else 1) |
                                                   (q_out_c == nb_m1)))
         with m.If(word_done):
             m.d.sync += q_total.eq(q_total + 1)
-        with m.If(mat_start):
-            m.d.sync += q_base.eq(q_total)
         if split:
             m.submodules.mat_start_cdc = start_cdc = cdc.PulseSynchronizer("sync", md)
             m.d.comb += start_cdc.i.eq(mat_start)
@@ -509,11 +506,14 @@ class Core(wiring.Component):
             m.d[md] += [q_par_hi[j].eq(q_gray_x[H + j:].xor()) for j in range(QB - H)]
             q_total_x = Signal(QB)
             m.d[md] += q_total_x.eq(Cat(*[q_par_lo[i] ^ q_par_hi[0] for i in range(H)], *q_par_hi))
-            q_base_src = q_base          # stable long before the start pulse arrives
+            q_base = Signal(QB)          # q_total when this LINEAR's matrix started: stable long before the
+            with m.If(mat_start):        # start pulse arrives
+                m.d.sync += q_base.eq(q_total)
+            q_base_src = q_base
         else:
             start_x = mat_start
             q_total_x = q_total
-            q_base_src = q_total         # q_base takes it on this same edge
+            q_base_src = q_total         # taken on the start's own edge
         mat_run = Signal()
         w_done = Signal()
         a_done = Signal()

@@ -126,7 +126,7 @@ def test_linear_beyond_the_counters_is_a_core_error(harness, compiled):
     from mmfree.host.driver import read_compiled
 
     images = read_compiled(compiled)
-    width, data = images.images["pmem"]
+    _, data = images.images["pmem"]
     words = [int.from_bytes(data[i:i + 8], "little") for i in range(0, len(data), 8)]
     pc = 0
     for ins in isa.decode(words):
