@@ -60,7 +60,7 @@ from .coreif import COUNTER_BITS, CoreSignature
 from .elementwise import GLUCell, MLGRUCell, ResidualAdd, Dequant
 from .quantizer import QuantPass, StatsPass
 from .scalar import OutputScale, QuantRecip, SumSqSqrt, bitlen
-from .tac import DecodingTAC
+from .tac import DecodingTAC, PipelinedTAC
 from .topk import TopK
 
 __all__ = ["Core"]
@@ -191,7 +191,8 @@ class Core(wiring.Component):
             m.submodules[f"dequant{q}"] = dqs[q]
         md = self.matrix_domain
         split = md != "sync"             # the tile streams run on their own clock
-        tac = DecodingTAC(R, C, t.packing)
+        # with a clock of their own the tile streams are free running, flow-controlled where tiles are issued
+        tac = PipelinedTAC(R, C, t.packing) if split else DecodingTAC(R, C, t.packing)
         m.submodules.tac = DomainRenamer(md)(tac)
         m.submodules.mlgru = mlgru = MLGRUCell()
         m.submodules.glu = glu = GLUCell()
@@ -491,7 +492,8 @@ class Core(wiring.Component):
         if split:
             m.submodules.mat_start_cdc = start_cdc = cdc.PulseSynchronizer("sync", md)
             m.d.comb += start_cdc.i.eq(mat_start)
-            start_x = start_cdc.o
+            start_x = Signal()           # registered once more: it fans out to every md counter
+            m.d[md] += start_x.eq(start_cdc.o)
             # q_total in Gray code: every sample the md side takes is a count the sync side had
             q_gray = Signal(QB)
             m.d.sync += q_gray.eq(q_total ^ (q_total >> 1))
@@ -530,53 +532,24 @@ class Core(wiring.Component):
         x_ibase = Array([Signal(QB, name=f"x_ibase{s}") for s in range(3)])        # seg_q[s] * nbc
         x_abase = Array([Signal(range(3 * qd), name=f"x_abase{s}") for s in range(3)])  # qbuf address of seg_q[s]
         x_q_base = Signal(QB)
-        # Weight read pipeline, never stalled: the banks' outputs are registered next to them, the bank
-        # select muxes them into a second register, and a small FIFO in front of the decoder takes the
-        # words. A word is read only when the FIFO will have room for it (w_inflight counts the words
-        # read and not yet taken), so no ready signal reaches the block RAMs.
-        # FIFO depth: a word is readable 4 cycles after its read; 5 keep one per cycle. With a clock of its
-        # own the FIFO's output is a register (one cycle more, 6 deep), so the decoder starts at a flip-flop.
-        WQ = 6 if split else 5
-        wfifo = fifo.SyncFIFOBuffered(width=wbits, depth=WQ) if split else fifo.SyncFIFO(width=wbits, depth=WQ)
-        m.submodules.wfifo = DomainRenamer(md)(wfifo)
-        w_issue = Signal()
-        w_inflight = Signal(range(WQ + 1))
-        w_addr = Signal(32)              # the next word's address, a counter (no adder before the block RAMs)
-        w_k_left = Signal(TB)            # tiles of the row block after this one
-        w_k_z = Signal()                 # ... is zero
-        w_rb_left = Signal(TB)           # row blocks left, this one included
-        w_rb_one = Signal()              # ... is one
-        m.d.comb += w_issue.eq(mat_run & ~w_done & (w_inflight != WQ))
+        # The weight words: each bank has its own copy of the address counter (no one net reaches every
+        # bank's block RAMs); w_step reads the word at w_addr and advances.
         WBB = _log2(WMEM_BANK_WORDS)
-        p1_v, p2_v = Signal(), Signal()
-        p1_sel = Signal(range(max(2, len(w_banks))))
-        p2_sel = Signal.like(p1_sel)
-        p2_data = [Signal(wbits, name=f"w_bank_q{k}") for k in range(len(w_banks))]
-        # each bank its own copy of the address counter: no one net reaches every bank's block RAMs
+        w_step = Signal()
+        w_addr = Signal(32)              # the next word's address, a counter (no adder before the block RAMs)
         w_addr_b = [Signal(WBB if len(w_banks) > 1 else 32, name=f"w_addr_b{k}") for k in range(len(w_banks))]
         for k, (rd, _, _, _) in enumerate(w_banks):
             m.d.comb += [rd.addr.eq(w_addr_b[k]), rd.en.eq(1)]
-            m.d[md] += p2_data[k].eq(rd.data)
             with m.If(start_x):
                 m.d[md] += w_addr_b[k].eq(wbase)
-            with m.Elif(w_issue):
+            with m.Elif(w_step):
                 m.d[md] += w_addr_b[k].eq(w_addr_b[k] + 1)
-        m.d[md] += [p1_v.eq(w_issue), p1_sel.eq(w_addr[WBB:] if len(w_banks) > 1 else 0),
-                    p2_v.eq(p1_v), p2_sel.eq(p1_sel)]
-        m.d[md] += [wfifo.w_en.eq(p2_v),
-                    wfifo.w_data.eq(Array(p2_data)[p2_sel] if len(w_banks) > 1 else p2_data[0])]
-        m.d.comb += [tac.w.valid.eq(wfifo.r_rdy), tac.w.payload.eq(wfifo.r_data), wfifo.r_en.eq(tac.w.ready)]
-        m.d[md] += w_inflight.eq(w_inflight + w_issue - (wfifo.r_rdy & wfifo.r_en))
-        # the counters' zero flags are registers, set from compares of the value before (no compare
-        # between a counter and the enables it drives)
-        with m.If(w_issue):
+        with m.If(w_step):
             m.d[md] += w_addr.eq(w_addr + 1)
-            with m.If(w_k_z):
-                m.d[md] += [w_k_left.eq(x_rb_last), w_k_z.eq(x_rb_z), w_rb_left.eq(w_rb_left - 1),
-                            w_rb_one.eq(w_rb_left == 2), w_done.eq(w_rb_one)]
-            with m.Else():
-                m.d[md] += [w_k_left.eq(w_k_left - 1), w_k_z.eq(w_k_left == 1)]
-        # the code side: (row block, segment, column block) in the order of the tiles
+        # The code words: (row block, segment, column block) in the order of the tiles; a_step reads the word
+        # at a_addr and advances. The counters' zero flags are registers, set from compares of the value
+        # before (no compare between a counter and the enables it drives).
+        a_step = Signal()
         a_cb_left = Signal(CQ)           # column blocks of the segment after this one
         a_cb_z = Signal()                # ... is zero
         a_s = Signal(2)
@@ -586,49 +559,127 @@ class Core(wiring.Component):
         a_addr = Signal(range(3 * qd))   # the next code word's qbuf address
         a_idx = Signal(QB)               # ... and its index among the LINEAR's qbuf words (slot * nbc + column block)
         a_at0 = Signal()                 # ... is its segment's first
-        a_valid = Signal()
-        a_first = Signal()
-        a_last = Signal()
-        q_rd_en_mat = Signal()
+        m.d.comb += q_rd.addr.eq(a_addr)
+        with m.If(a_step):
+            with m.If(a_cb_z):
+                m.d[md] += [a_cb_left.eq(x_nbc_m1), a_cb_z.eq(x_nbc_z), a_at0.eq(1)]
+                with m.If(a_s_last):
+                    m.d[md] += [a_s.eq(0), a_s_last.eq(x_ns_m1 == 0), a_rb_left.eq(a_rb_left - 1),
+                                a_rb_one.eq(a_rb_left == 2), a_done.eq(a_rb_one),
+                                a_idx.eq(x_ibase[0]), a_addr.eq(x_abase[0])]
+                with m.Else():
+                    m.d[md] += [a_s.eq(a_s + 1), a_s_last.eq(a_s + 1 == x_ns_m1),
+                                a_idx.eq(x_ibase[a_s + 1]), a_addr.eq(x_abase[a_s + 1])]
+            with m.Else():
+                m.d[md] += [a_cb_left.eq(a_cb_left - 1), a_cb_z.eq(a_cb_left == 1), a_idx.eq(a_idx + 1),
+                            a_addr.eq(a_addr + 1), a_at0.eq(0)]
         # codes of (slot, column block) are in qbuf: the quantization passes run ahead of the matrix and
         # complete their words in slot order, so the word a_idx is there once more words are complete
-        codes_ok = Signal()
         if split:
-            # the words available, registered (one md cycle later than the count; zero at the start)
+            # One tile per cycle is issued here: its weight word and its code word are read together, and
+            # its tags follow the reads in registers. Nothing after the issue waits (PipelinedTAC): the issue
+            # checks that the codes are complete and that the array will have room, both as registers set
+            # a cycle ahead from the values the counters take.
+            D = tac.result_depth
+            issue = Signal()
+            codes_ok = Signal()
+            credit_ok = Signal(init=1)
+            blocks = Signal(range(D + 1))        # row blocks whose last tile is issued, not yet taken from the array
+            m.d.comb += [issue.eq(mat_run & ~a_done & codes_ok & credit_ok), w_step.eq(issue), a_step.eq(issue),
+                         w_done.eq(1), q_rd.en.eq(1)]
+            # the words available, registered (one md cycle later than the count; zero at the start), and
+            # compares of it with the indices a_idx can take next, registered too: a count a cycle old is
+            # never more than the words there are, so the flags err only on the safe side
             q_avail = Signal(QB)
-            m.d[md] += q_avail.eq(Mux(start_x, 0, q_total_x - x_q_base))
-            m.d.comb += codes_ok.eq(a_idx < q_avail)
+            q_avail_m1 = Signal(signed(QB + 1))
+            m.d[md] += [q_avail.eq(Mux(start_x, 0, q_total_x - x_q_base)),
+                        q_avail_m1.eq(Mux(start_x, -1, q_total_x - x_q_base - 1))]
+            ok_seg = Array([Signal(name=f"ok_seg{k}") for k in range(3)] + [Const(0)])   # x_ibase[k] < q_avail
+            m.d[md] += [ok_seg[k].eq(x_ibase[k] < q_avail) for k in range(3)]
+            ok_hold, ok_inc, ok_adv = Signal(), Signal(), Signal()
+            m.d.comb += [ok_hold.eq(a_idx < q_avail), ok_inc.eq(a_idx < q_avail_m1),
+                         ok_adv.eq(Mux(a_cb_z, Mux(a_s_last, ok_seg[0], ok_seg[a_s + 1]), ok_inc))]
+            # the flags are a start's own until two cycles after it (x_ibase and q_avail are new then)
+            start_x1 = Signal()
+            m.d[md] += [start_x1.eq(start_x), codes_ok.eq(~start_x & ~start_x1 & Mux(issue, ok_adv, ok_hold))]
+            blocks_next = Signal(range(D + 2))
+            m.d.comb += blocks_next.eq(blocks + (issue & a_cb_z) - (tac.o.valid & tac.o.ready))
+            m.d[md] += [blocks.eq(blocks_next), credit_ok.eq(blocks_next < D)]
+            # the tile's tags and bank, then the banks' words registered next to them, each zero unless
+            # its bank holds the tile (the bank select is an OR), then PipelinedTAC's input register
+            nbb = max(1, (len(w_banks) - 1).bit_length())
+            t1_v, t1_f, t1_l, t2_v, t2_f, t2_l = (Signal(name=n) for n in ("t1_v", "t1_f", "t1_l", "t2_v", "t2_f",
+                                                                           "t2_l"))
+            t1_bank = [Signal(name=f"t1_bank{k}") for k in range(len(w_banks))]
+            m.d[md] += [t1_v.eq(issue), t1_f.eq(a_at0), t1_l.eq(a_cb_z), t2_v.eq(t1_v), t2_f.eq(t1_f),
+                        t2_l.eq(t1_l)]
+            m.d[md] += [t1_bank[k].eq(w_addr[WBB:WBB + nbb] == k if len(w_banks) > 1 else 1)
+                        for k in range(len(w_banks))]
+            p2_data = [Signal(wbits, name=f"w_bank_q{k}") for k in range(len(w_banks))]
+            q2 = Signal(8 * C)
+            for k, (rd, _, _, _) in enumerate(w_banks):
+                m.d[md] += p2_data[k].eq(Mux(t1_bank[k], rd.data, 0))
+            m.d[md] += q2.eq(q_rd.data)
+            word = p2_data[0]
+            for d in p2_data[1:]:
+                word = word | d
+            m.d.comb += [tac.i.valid.eq(t2_v), tac.i.p.w.eq(word), tac.i.p.a.eq(q2), tac.i.p.first.eq(t2_f),
+                         tac.i.p.last.eq(t2_l)]
         else:
-            m.d.comb += codes_ok.eq(a_idx < (q_total_x - x_q_base)[:QB])
-        m.d.comb += [q_rd_en_mat.eq(~a_valid | tac.a.ready), tac.a.valid.eq(a_valid),
-                     tac.a.payload.a.eq(q_rd.data), tac.a.payload.first.eq(a_first),
-                     tac.a.payload.last.eq(a_last)]
-        m.d.comb += [q_rd.addr.eq(a_addr), q_rd.en.eq(q_rd_en_mat)]
-        with m.If(q_rd_en_mat):
-            with m.If(mat_run & ~a_done & codes_ok):
-                m.d[md] += [a_valid.eq(1), a_first.eq(a_at0), a_last.eq(a_cb_z)]
-                with m.If(a_cb_z):
-                    m.d[md] += [a_cb_left.eq(x_nbc_m1), a_cb_z.eq(x_nbc_z), a_at0.eq(1)]
-                    with m.If(a_s_last):
-                        m.d[md] += [a_s.eq(0), a_s_last.eq(x_ns_m1 == 0), a_rb_left.eq(a_rb_left - 1),
-                                    a_rb_one.eq(a_rb_left == 2), a_done.eq(a_rb_one),
-                                    a_idx.eq(x_ibase[0]), a_addr.eq(x_abase[0])]
-                    with m.Else():
-                        m.d[md] += [a_s.eq(a_s + 1), a_s_last.eq(a_s + 1 == x_ns_m1),
-                                    a_idx.eq(x_ibase[a_s + 1]), a_addr.eq(x_abase[a_s + 1])]
+            # Weight read pipeline, never stalled: the banks' outputs are registered next to them, the bank
+            # select muxes them into a second register, and a small FIFO in front of the decoder takes the
+            # words. A word is read only when the FIFO will have room for it (w_inflight counts the words
+            # read and not yet taken), so no ready signal reaches the block RAMs.
+            # FIFO depth: a word is readable 4 cycles after its read; 5 keep one per cycle.
+            WQ = 5
+            m.submodules.wfifo = wfifo = fifo.SyncFIFO(width=wbits, depth=WQ)
+            w_inflight = Signal(range(WQ + 1))
+            w_k_left = Signal(TB)            # tiles of the row block after this one
+            w_k_z = Signal()                 # ... is zero
+            w_rb_left = Signal(TB)           # row blocks left, this one included
+            w_rb_one = Signal()              # ... is one
+            m.d.comb += w_step.eq(mat_run & ~w_done & (w_inflight != WQ))
+            p1_v, p2_v = Signal(), Signal()
+            p1_sel = Signal(range(max(2, len(w_banks))))
+            p2_sel = Signal.like(p1_sel)
+            p2_data = [Signal(wbits, name=f"w_bank_q{k}") for k in range(len(w_banks))]
+            for k, (rd, _, _, _) in enumerate(w_banks):
+                m.d.sync += p2_data[k].eq(rd.data)
+            m.d.sync += [p1_v.eq(w_step), p1_sel.eq(w_addr[WBB:] if len(w_banks) > 1 else 0),
+                         p2_v.eq(p1_v), p2_sel.eq(p1_sel)]
+            m.d.sync += [wfifo.w_en.eq(p2_v),
+                         wfifo.w_data.eq(Array(p2_data)[p2_sel] if len(w_banks) > 1 else p2_data[0])]
+            m.d.comb += [tac.w.valid.eq(wfifo.r_rdy), tac.w.payload.eq(wfifo.r_data), wfifo.r_en.eq(tac.w.ready)]
+            m.d.sync += w_inflight.eq(w_inflight + w_step - (wfifo.r_rdy & wfifo.r_en))
+            with m.If(w_step):
+                with m.If(w_k_z):
+                    m.d.sync += [w_k_left.eq(x_rb_last), w_k_z.eq(x_rb_z), w_rb_left.eq(w_rb_left - 1),
+                                 w_rb_one.eq(w_rb_left == 2), w_done.eq(w_rb_one)]
                 with m.Else():
-                    m.d[md] += [a_cb_left.eq(a_cb_left - 1), a_cb_z.eq(a_cb_left == 1), a_idx.eq(a_idx + 1),
-                                a_addr.eq(a_addr + 1), a_at0.eq(0)]
-            with m.Else():
-                m.d[md] += a_valid.eq(0)
+                    m.d.sync += [w_k_left.eq(w_k_left - 1), w_k_z.eq(w_k_left == 1)]
+            with m.If(start_x):
+                m.d.sync += [w_k_left.eq(rb_last), w_k_z.eq(rb_last == 0),
+                             w_rb_left.eq(nrb), w_rb_one.eq(nrb == 1), w_done.eq(nrb == 0)]
+            # the code stream: a register of (codes, first, last) in front of the array, refilled as it drains
+            a_valid = Signal()
+            a_first = Signal()
+            a_last = Signal()
+            q_rd_en_mat = Signal()
+            codes_ok = Signal()
+            m.d.comb += codes_ok.eq(a_idx < (q_total_x - x_q_base)[:QB])
+            m.d.comb += [q_rd_en_mat.eq(~a_valid | tac.a.ready), q_rd.en.eq(q_rd_en_mat),
+                         a_step.eq(q_rd_en_mat & mat_run & ~a_done & codes_ok),
+                         tac.a.valid.eq(a_valid), tac.a.payload.a.eq(q_rd.data),
+                         tac.a.payload.first.eq(a_first), tac.a.payload.last.eq(a_last)]
+            with m.If(q_rd_en_mat):
+                m.d.sync += [a_valid.eq(mat_run & ~a_done & codes_ok), a_first.eq(a_at0), a_last.eq(a_cb_z)]
         # the end of the tiles, and the start (last, so that it wins)
         with m.If(mat_run & w_done & a_done):
             m.d[md] += mat_run.eq(0)
         with m.If(start_x):
             slot_idx = Array([Const(0, QB), nbc[:QB], (nbc << 1)[:QB]])
             slot_addr = Array([Const(q * qd, range(3 * qd)) for q in range(3)])
-            m.d[md] += [mat_run.eq(1), w_addr.eq(wbase), w_k_left.eq(rb_last), w_k_z.eq(rb_last == 0),
-                        w_rb_left.eq(nrb), w_rb_one.eq(nrb == 1), w_done.eq(nrb == 0),
+            m.d[md] += [mat_run.eq(1), w_addr.eq(wbase),
                         a_cb_left.eq(nbc_m1), a_cb_z.eq(nbc_m1 == 0), a_s.eq(0), a_s_last.eq(ns == 1),
                         a_rb_left.eq(nrb), a_rb_one.eq(nrb == 1), a_done.eq(nrb == 0), a_at0.eq(1),
                         x_rb_z.eq(rb_last == 0), x_nbc_z.eq(nbc_m1 == 0),
@@ -649,12 +700,14 @@ class Core(wiring.Component):
             m.d.comb += mat_done.eq(done_tgl_s == start_tgl)
             m.submodules.acc_cdc = acc_cdc = fifo.AsyncFIFO(width=R * ACC_BITS, depth=4, r_domain="sync",
                                                              w_domain=md)
-            # room for a row block, registered (safe: at most one write per cycle), so the TAC's output
-            # register enables start at a flip-flop
-            acc_room = Signal()
-            m.d[md] += acc_room.eq(acc_cdc.w_level < acc_cdc.depth - 1)
-            m.d.comb += [acc_cdc.w_data.eq(tac.o.payload), acc_cdc.w_en.eq(tac.o.valid & acc_room),
-                         tac.o.ready.eq(acc_room)]
+            # room for a row block, registered, so the TAC's output register enables start at a flip-flop;
+            # w_level is a register, a cycle behind the writes: the room counts the last two cycles' writes
+            acc_room = Signal(init=1)
+            acc_wr = Signal()
+            acc_wr_1 = Signal()
+            m.d.comb += acc_wr.eq(tac.o.valid & acc_room)
+            m.d[md] += [acc_wr_1.eq(acc_wr), acc_room.eq(acc_cdc.w_level + acc_wr_1 + acc_wr < acc_cdc.depth)]
+            m.d.comb += [acc_cdc.w_data.eq(tac.o.payload), acc_cdc.w_en.eq(acc_wr), tac.o.ready.eq(acc_room)]
             acc_valid, acc_payload, acc_ready = acc_cdc.r_rdy, acc_cdc.r_data, acc_cdc.r_en
             m.submodules.error_cdc = cdc.FFSynchronizer(tac.error, tac_error, o_domain="sync")
             m.submodules.error_clear_cdc = clear_cdc = cdc.PulseSynchronizer("sync", md)

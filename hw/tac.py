@@ -10,7 +10,7 @@ accumulates. :func:`mmfree.numerics.ternary_matvec` is the definition.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, Value, signed
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -18,9 +18,10 @@ from mmfree.numerics import A_MAX, A_MIN, ACC_BITS
 
 from mmfree.packing import word_bits
 
-from .wdecode import WeightDecoder, check_decoder_args, trit_layout
+from .wdecode import WeightDecoder, check_decoder_args, decode_word, trit_layout
 
-__all__ = ["CODE", "DecodingTAC", "TACArray", "code_layout", "tac_input_layout", "tac_output_layout"]
+__all__ = ["CODE", "DecodingTAC", "PipelinedTAC", "TACArray", "code_layout", "tac_input_layout", "tac_output_layout",
+           "tile_layout"]
 
 #: One activation code (A8).
 CODE = signed(8)
@@ -76,6 +77,16 @@ def tac_input_layout(rows: int, cols: int) -> data.StructLayout:
     })
 
 
+def tile_layout(rows: int, cols: int, packing: str) -> data.StructLayout:
+    """Payload of one :class:`PipelinedTAC` input beat: the packed word ``w``, then :func:`code_layout`'s fields."""
+    return data.StructLayout({
+        "w": word_bits(rows * cols, packing),
+        "a": data.ArrayLayout(CODE, cols),
+        "first": 1,
+        "last": 1,
+    })
+
+
 def tac_output_layout(rows: int, acc_bits: int = ACC_BITS) -> data.ArrayLayout:
     """Payload of one result beat: accumulator of row ``r`` in bits ``[acc_bits (r+1) - 1 : acc_bits r]``."""
     return data.ArrayLayout(signed(acc_bits), rows)
@@ -101,6 +112,9 @@ class TACArray(wiring.Component):
     result_depth : int
         Finished row blocks the output buffer can hold (default 2: one on
         the output, one behind it). See *Throughput*.
+    ring : bool
+        The output buffer as a ring (default ``False``: a shift register).
+        See *Output buffer*.
 
     Attributes
     ----------
@@ -108,7 +122,7 @@ class TACArray(wiring.Component):
         Cycles from the transfer of a ``last`` beat on ``i`` to its result
         being offered on ``o`` (when no earlier result is still waiting):
         ``2 + ceil(levels / stage_levels)`` with ``levels = ceil(log2(cols))``
-        (4 for 16 x 16 and for 4 x 5).
+        (4 for 16 x 16 and for 4 x 5), one more with ``ring``.
 
     Members
     -------
@@ -150,6 +164,13 @@ class TACArray(wiring.Component):
     tile per cycle for any block length. With ``o`` stalled the array
     accepts tiles until ``result_depth`` results wait.
 
+    *Output buffer.* By default the finished accumulators go into a shift
+    register whose head drives ``o``: each entry's enable depends on
+    ``o.ready``. With ``ring`` the accumulators are copied a cycle later
+    into the entry a write pointer names, and ``o.payload`` is the entry a
+    read pointer names (a multiplexer, not a register): every enable of the
+    wide registers is a function of registers alone, for a fast clock.
+
     *Cost.* No multiplier is inferred anywhere, and no negation either: the
     tree's ``cols - 1`` adders and the accumulator's adder take exactly the
     ``cols`` correction bits of a row as carry-ins. A row costs ``8 cols``
@@ -160,10 +181,12 @@ class TACArray(wiring.Component):
     """
 
     def __init__(self, rows: int, cols: int, acc_bits: int = ACC_BITS, *, stage_levels: int = 2,
-                 result_depth: int = 2):
+                 result_depth: int = 2, ring: bool = False):
         _check_tac_args(rows, cols, acc_bits, stage_levels, result_depth)
+        if not isinstance(ring, bool):
+            raise TypeError(f"ring must be a bool, not {ring!r}")
         self._rows, self._cols, self._acc_bits = rows, cols, acc_bits
-        self._stage_levels, self._result_depth = stage_levels, result_depth
+        self._stage_levels, self._result_depth, self._ring = stage_levels, result_depth, ring
         self._levels = _levels(cols)
         self._tree_stages = -(-self._levels // stage_levels)
         super().__init__({
@@ -178,12 +201,12 @@ class TACArray(wiring.Component):
 
     @property
     def latency(self) -> int:
-        return self.latency_of(self._cols, self._stage_levels)
+        return self.latency_of(self._cols, self._stage_levels, self._ring)
 
     @staticmethod
-    def latency_of(cols: int, stage_levels: int = 2) -> int:
-        """:attr:`latency` of an array with ``cols`` columns and ``stage_levels`` levels per stage."""
-        return 2 + -(-_levels(cols) // stage_levels)
+    def latency_of(cols: int, stage_levels: int = 2, ring: bool = False) -> int:
+        """:attr:`latency` of an array with ``cols`` columns, ``stage_levels`` levels per stage and ``ring``."""
+        return 2 + -(-_levels(cols) // stage_levels) + ring
 
     def elaborate(self, platform):
         m = Module()
@@ -265,26 +288,37 @@ class TACArray(wiring.Component):
             with m.If(v):
                 m.d.sync += acc[r].eq(acc_next[r])
         wr = Signal()
-        m.d.comb += wr.eq(v & last)
-        din = Cat(*acc_next)
-
-        # ---- result buffer: result_depth entries, entry 0 drives o; shifts on read
         D = self._result_depth
         width = R * self._acc_bits
         entries = [Signal(width, name=f"res{k}") for k in range(D)]
         fill = Signal(range(D + 1))
         rd = Signal()
-        m.d.comb += [rd.eq(self.o.valid & self.o.ready),
-                     self.o.valid.eq(fill != 0),
-                     self.o.payload.eq(entries[0])]
-        wpos = Signal(range(D + 1))
-        m.d.comb += wpos.eq(fill - rd)
-        for k in range(D):
-            with m.If(wr & (wpos == k)):
-                m.d.sync += entries[k].eq(din)
-            if k + 1 < D:
-                with m.Elif(rd):
-                    m.d.sync += entries[k].eq(entries[k + 1])
+        m.d.comb += [rd.eq(self.o.valid & self.o.ready), self.o.valid.eq(fill != 0)]
+        if self._ring:
+            # ---- result buffer: a ring, written from the accumulators the cycle after the last tile
+            m.d.sync += wr.eq(v & last)
+            wptr = Signal(range(D))
+            rptr = Signal(range(D))
+            m.d.comb += self.o.payload.eq(Array(entries)[rptr] if D > 1 else entries[0])
+            for k in range(D):
+                with m.If(wr & (wptr == k)):
+                    m.d.sync += entries[k].eq(Cat(*acc))
+            with m.If(wr):
+                m.d.sync += wptr.eq(Mux(wptr == D - 1, 0, wptr + 1))
+            with m.If(rd):
+                m.d.sync += rptr.eq(Mux(rptr == D - 1, 0, rptr + 1))
+        else:
+            # ---- result buffer: result_depth entries, entry 0 drives o; shifts on read
+            m.d.comb += [wr.eq(v & last), self.o.payload.eq(entries[0])]
+            din = Cat(*acc_next)
+            wpos = Signal(range(D + 1))
+            m.d.comb += wpos.eq(fill - rd)
+            for k in range(D):
+                with m.If(wr & (wpos == k)):
+                    m.d.sync += entries[k].eq(din)
+                if k + 1 < D:
+                    with m.Elif(rd):
+                        m.d.sync += entries[k].eq(entries[k + 1])
         m.d.sync += fill.eq(fill + wr - rd)
 
         # ---- credits: row blocks accepted (by their last tile) and not yet read out
@@ -373,4 +407,112 @@ class DecodingTAC(wiring.Component):
             tac.i.p.first.eq(self.a.p.first),
             tac.i.p.last.eq(self.a.p.last),
         ]
+        return m
+
+
+class PipelinedTAC(wiring.Component):
+    """Packed tile words with their codes in, one tile per beat and no backpressure; accumulators out.
+
+    The tile path of a :class:`~mmfree.hw.core.Core` whose tile streams run
+    on a clock of their own (``matrix_domain``): every register is
+    free-running (no clock enable, no ready), so the paths stay short next
+    to the weight memory's many block RAMs.
+
+    Parameters
+    ----------
+    rows, cols : int
+        Tile shape.
+    packing : {"b3", "2b"}
+        Weight packing of the tile words (:mod:`mmfree.packing`).
+    acc_bits : int
+        Accumulator width (default 24).
+    result_depth : int
+        Row blocks the producer may have ended before their results are
+        taken from ``o`` (default 3).
+
+    Attributes
+    ----------
+    latency : int
+        Cycles from a ``last`` beat on ``i`` to its result on ``o``:
+        ``2 + TACArray.latency_of(cols, 1, ring=True)`` (9 for 16 x 16).
+
+    Members
+    -------
+    i : ``In(stream.Signature(tile_layout(rows, cols, packing), always_ready=True))``
+        One tile per beat: the packed word (as the weight memory holds it),
+        the ``cols`` codes of its column block, ``first`` and ``last`` (as
+        for :class:`TACArray`).
+    o : ``Out(stream.Signature(tac_output_layout(rows, acc_bits)))``
+        One beat of ``rows`` accumulators per row block.
+    error : ``Out(1)``
+        Sticky: set by an invalid code in an accepted word (as
+        :class:`~mmfree.hw.wdecode.WeightDecoder`) and by a beat that finds
+        the array without room (the producer broke the credit rule below).
+        Cleared by ``error_clear``.
+    error_clear : ``In(1)``
+
+    Notes
+    -----
+    *Flow control is the producer's.* It issues tiles cycles before they
+    arrive (block RAM reads), so it counts credits itself: it may send a
+    beat only while fewer than ``result_depth`` row blocks that it has
+    ended (sent their ``last`` beat) have not been taken from ``o``. Then
+    the array always has room: its own credit check (:class:`TACArray`)
+    counts the same blocks later.
+
+    *Pipeline.* Input register -> the base-3 table lookups and addition ->
+    register -> the digit fix-up -> the array's input register -> ternary
+    select and one adder level per stage -> accumulate -> result ring
+    (``TACArray(stage_levels=1, ring=True)``). Throughput: one tile per
+    cycle.
+    """
+
+    def __init__(self, rows: int, cols: int, packing: str, acc_bits: int = ACC_BITS, *, result_depth: int = 3):
+        _check_tac_args(rows, cols, acc_bits, 1, result_depth)
+        check_decoder_args(rows * cols, packing)
+        self._rows, self._cols, self._packing, self._acc_bits = rows, cols, packing, acc_bits
+        self._result_depth = result_depth
+        super().__init__({
+            "i": In(stream.Signature(tile_layout(rows, cols, packing), always_ready=True)),
+            "o": Out(stream.Signature(tac_output_layout(rows, acc_bits))),
+            "error": Out(1),
+            "error_clear": In(1),
+        })
+
+    rows = property(lambda self: self._rows)
+    cols = property(lambda self: self._cols)
+    packing = property(lambda self: self._packing)
+    acc_bits = property(lambda self: self._acc_bits)
+    result_depth = property(lambda self: self._result_depth)
+
+    @property
+    def latency(self) -> int:
+        return 2 + TACArray.latency_of(self._cols, 1, ring=True)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.tac = tac = TACArray(self._rows, self._cols, self._acc_bits, stage_levels=1,
+                                          result_depth=self._result_depth, ring=True)
+        wiring.connect(m, tac.o, wiring.flipped(self.o))
+
+        def stage(value, name):
+            value = Value.cast(value)
+            reg = Signal(len(value), name=name)
+            m.d.sync += reg.eq(value)
+            return reg
+
+        # input register, then the decoder's first half and its register; the tags travel alongside
+        p = self.i.payload
+        v0, f0, l0 = stage(self.i.valid, "in_valid"), stage(p.first, "in_first"), stage(p.last, "in_last")
+        w0, a0 = stage(p.w, "in_w"), stage(p.a, "in_a")
+        trits, bad = decode_word(m, w0, self._rows * self._cols, self._packing, stage)
+        v1, f1, l1, a1 = stage(v0, "dec_valid"), stage(f0, "dec_first"), stage(l0, "dec_last"), stage(a0, "dec_a")
+        m.d.comb += [tac.i.valid.eq(v1), tac.i.p.w.eq(trits), tac.i.p.a.eq(a1),
+                     tac.i.p.first.eq(f1), tac.i.p.last.eq(l1)]
+        # a beat the array cannot take is an error, as is an invalid code; the decoder's flags are
+        # registered already, so their OR is the only logic before the sticky bit
+        with m.If((v1 & bad) | (v1 & ~tac.i.ready)):
+            m.d.sync += self.error.eq(1)
+        with m.Elif(self.error_clear):
+            m.d.sync += self.error.eq(0)
         return m

