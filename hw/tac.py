@@ -509,9 +509,11 @@ class PipelinedTAC(wiring.Component):
         v1, f1, l1, a1 = stage(v0, "dec_valid"), stage(f0, "dec_first"), stage(l0, "dec_last"), stage(a0, "dec_a")
         m.d.comb += [tac.i.valid.eq(v1), tac.i.p.w.eq(trits), tac.i.p.a.eq(a1),
                      tac.i.p.first.eq(f1), tac.i.p.last.eq(l1)]
-        # a beat the array cannot take is an error, as is an invalid code; the decoder's flags are
-        # registered already, so their OR is the only logic before the sticky bit
-        with m.If((v1 & bad) | (v1 & ~tac.i.ready)):
+        # a beat the array cannot take is an error, as is an invalid code (a cycle later: the OR of the
+        # decoder's flags gets a register of its own)
+        fault = Signal()
+        m.d.sync += fault.eq((v1 & bad) | (v1 & ~tac.i.ready))
+        with m.If(fault):
             m.d.sync += self.error.eq(1)
         with m.Elif(self.error_clear):
             m.d.sync += self.error.eq(0)
