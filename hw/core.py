@@ -69,6 +69,8 @@ V32 = signed(32)
 #: Words per weight-memory bank: one ECP5 DP16KD deep (2048 x 9 bits). Each bank's output is registered
 #: before the bank select, so no read path runs from a block RAM across the die into a multiplexer.
 WMEM_BANK_WORDS = 2048
+#: Register stages between the weight banks' output registers and the array, with a matrix clock.
+HAUL = 2
 _CNT = {name: i for i, name in enumerate(COUNTER_NAMES)}
 
 
@@ -620,11 +622,19 @@ class Core(wiring.Component):
             for k, (rd, _, _, _) in enumerate(w_banks):
                 m.d[md] += p2_data[k].eq(Mux(t1_bank[k], rd.data, 0))
             m.d[md] += q2.eq(q_rd.data)
-            word = p2_data[0]
-            for d in p2_data[1:]:
+            # HAUL more register stages on the way to the array: the block RAMs are spread over the die,
+            # and one stage per net keeps each hop short (the placer spreads the stages along the way)
+            hauled = [*p2_data, q2, Cat(t2_v, t2_f, t2_l)]
+            for h in range(HAUL):
+                regs = [Signal(len(x), name=f"haul{h}_{i}") for i, x in enumerate(hauled)]
+                m.d[md] += [r.eq(x) for r, x in zip(regs, hauled)]
+                hauled = regs
+            *words, codes, tags = hauled
+            word = words[0]
+            for d in words[1:]:
                 word = word | d
-            m.d.comb += [tac.i.valid.eq(t2_v), tac.i.p.w.eq(word), tac.i.p.a.eq(q2), tac.i.p.first.eq(t2_f),
-                         tac.i.p.last.eq(t2_l)]
+            m.d.comb += [tac.i.valid.eq(tags[0]), tac.i.p.w.eq(word), tac.i.p.a.eq(codes),
+                         tac.i.p.first.eq(tags[1]), tac.i.p.last.eq(tags[2])]
         else:
             # Weight read pipeline, never stalled: the banks' outputs are registered next to them, the bank
             # select muxes them into a second register, and a small FIFO in front of the decoder takes the
