@@ -538,13 +538,14 @@ class Core(wiring.Component):
         # bank's block RAMs); w_step reads the word at w_addr and advances.
         WBB = _log2(WMEM_BANK_WORDS)
         w_step = Signal()
+        w_step_b = [Signal(name=f"w_step_b{k}") for k in range(len(w_banks))]    # ... per bank
         w_addr = Signal(32)              # the next word's address, a counter (no adder before the block RAMs)
         w_addr_b = [Signal(WBB if len(w_banks) > 1 else 32, name=f"w_addr_b{k}") for k in range(len(w_banks))]
         for k, (rd, _, _, _) in enumerate(w_banks):
             m.d.comb += [rd.addr.eq(w_addr_b[k]), rd.en.eq(1)]
             with m.If(start_x):
                 m.d[md] += w_addr_b[k].eq(wbase)
-            with m.Elif(w_step):
+            with m.Elif(w_step_b[k]):
                 m.d[md] += w_addr_b[k].eq(w_addr_b[k] + 1)
         with m.If(w_step):
             m.d[md] += w_addr.eq(w_addr + 1)
@@ -587,8 +588,11 @@ class Core(wiring.Component):
             codes_ok = Signal()
             credit_ok = Signal(init=1)
             blocks = Signal(range(D + 1))        # row blocks whose last tile is issued, not yet taken from the array
-            m.d.comb += [issue.eq(mat_run & ~a_done & codes_ok & credit_ok), w_step.eq(issue), a_step.eq(issue),
+            m.d.comb += [issue.eq(mat_run & ~a_done & codes_ok & credit_ok), a_step.eq(issue),
                          w_done.eq(1), q_rd.en.eq(1)]
+            # the weight words are read a cycle after their codes: each bank counter steps on a registered
+            # copy of the issue, so the issue's net stays in the sequencer
+            m.d[md] += [w_step.eq(issue), *(s.eq(issue) for s in w_step_b)]
             # the words available, registered (one md cycle later than the count; zero at the start), and
             # compares of it with the indices a_idx can take next, registered too: a count a cycle old is
             # never more than the words there are, so the flags err only on the safe side
@@ -607,26 +611,29 @@ class Core(wiring.Component):
             blocks_next = Signal(range(D + 2))
             m.d.comb += blocks_next.eq(blocks + (issue & a_cb_z) - (tac.o.valid & tac.o.ready))
             m.d[md] += [blocks.eq(blocks_next), credit_ok.eq(blocks_next < D)]
-            # the tile's tags and bank, then the banks' words registered next to them, each zero unless
-            # its bank holds the tile (the bank select is an OR), then PipelinedTAC's input register
+            # the tile's tags (first, last, valid) in registers beside the reads; the bank of the word the
+            # banks read (a cycle after the issue), then the banks' words registered next to them, each zero
+            # unless its bank holds the tile (the bank select is an OR). Data registers have no reset.
             nbb = max(1, (len(w_banks) - 1).bit_length())
-            t1_v, t1_f, t1_l, t2_v, t2_f, t2_l = (Signal(name=n) for n in ("t1_v", "t1_f", "t1_l", "t2_v", "t2_f",
-                                                                           "t2_l"))
-            t1_bank = [Signal(name=f"t1_bank{k}") for k in range(len(w_banks))]
-            m.d[md] += [t1_v.eq(issue), t1_f.eq(a_at0), t1_l.eq(a_cb_z), t2_v.eq(t1_v), t2_f.eq(t1_f),
-                        t2_l.eq(t1_l)]
-            m.d[md] += [t1_bank[k].eq(w_addr[WBB:WBB + nbb] == k if len(w_banks) > 1 else 1)
+            tags = Cat(issue, a_at0, a_cb_z)
+            for h in range(3):
+                reg = Signal(3, name=f"t{h + 1}_tags")
+                m.d[md] += reg.eq(tags)
+                tags = reg
+            t2_bank = [Signal(name=f"t2_bank{k}") for k in range(len(w_banks))]
+            m.d[md] += [t2_bank[k].eq(w_addr[WBB:WBB + nbb] == k if len(w_banks) > 1 else 1)
                         for k in range(len(w_banks))]
-            p2_data = [Signal(wbits, name=f"w_bank_q{k}") for k in range(len(w_banks))]
-            q2 = Signal(8 * C)
+            p2_data = [Signal(wbits, name=f"w_bank_q{k}", reset_less=True) for k in range(len(w_banks))]
+            q2, q3 = Signal(8 * C, reset_less=True), Signal(8 * C, reset_less=True)
             for k, (rd, _, _, _) in enumerate(w_banks):
-                m.d[md] += p2_data[k].eq(Mux(t1_bank[k], rd.data, 0))
-            m.d[md] += q2.eq(q_rd.data)
+                m.d[md] += p2_data[k].eq(Mux(t2_bank[k], rd.data, 0))
+            m.d[md] += [q2.eq(q_rd.data), q3.eq(q2)]
             # HAUL more register stages on the way to the array: the block RAMs are spread over the die,
             # and one stage per net keeps each hop short (the placer spreads the stages along the way)
-            hauled = [*p2_data, q2, Cat(t2_v, t2_f, t2_l)]
+            hauled = [*p2_data, q3, tags]
             for h in range(HAUL):
-                regs = [Signal(len(x), name=f"haul{h}_{i}") for i, x in enumerate(hauled)]
+                regs = [Signal(len(x), name=f"haul{h}_{i}", reset_less=i < len(hauled) - 1)
+                        for i, x in enumerate(hauled)]
                 m.d[md] += [r.eq(x) for r, x in zip(regs, hauled)]
                 hauled = regs
             *words, codes, tags = hauled
@@ -649,6 +656,7 @@ class Core(wiring.Component):
             w_rb_left = Signal(TB)           # row blocks left, this one included
             w_rb_one = Signal()              # ... is one
             m.d.comb += w_step.eq(mat_run & ~w_done & (w_inflight != WQ))
+            m.d.comb += [sb.eq(w_step) for sb in w_step_b]
             p1_v, p2_v = Signal(), Signal()
             p1_sel = Signal(range(max(2, len(w_banks))))
             p2_sel = Signal.like(p1_sel)

@@ -217,8 +217,8 @@ class TACArray(wiring.Component):
         v = Signal(name="s0_valid")
         first = Signal(name="s0_first")
         last = Signal(name="s0_last")
-        w = Signal(trit_layout(R * C), name="s0_w")
-        a = Signal(8 * C, name="s0_a")
+        w = Signal(trit_layout(R * C), name="s0_w", reset_less=True)      # data registers: no reset
+        a = Signal(8 * C, name="s0_a", reset_less=True)
         m.d.sync += [v.eq(take), first.eq(self.i.p.first), last.eq(self.i.p.last), w.eq(self.i.p.w),
                      a.eq(self.i.p.a)]
 
@@ -270,7 +270,7 @@ class TACArray(wiring.Component):
             v, first, last = nv, nf, nl
             for r in range(R):
                 packed = Cat(*sums[r], *pend[r])
-                reg = Signal(len(packed), name=f"s{stage + 1}_r{r}")
+                reg = Signal(len(packed), name=f"s{stage + 1}_r{r}", reset_less=True)
                 m.d.sync += reg.eq(packed)
                 regs, pos = [], 0
                 for val in sums[r]:
@@ -281,7 +281,7 @@ class TACArray(wiring.Component):
         assert all(len(s) == 1 and len(p) == 1 for s, p in zip(sums, pend))
 
         # ---- accumulate
-        acc = [Signal(signed(self._acc_bits), name=f"acc{r}") for r in range(R)]
+        acc = [Signal(signed(self._acc_bits), name=f"acc{r}", reset_less=True) for r in range(R)]
         acc_next = [Signal(signed(self._acc_bits), name=f"acc{r}_next") for r in range(R)]
         for r in range(R):
             m.d.comb += acc_next[r].eq(Mux(first, 0, acc[r]) + sums[r][0] + pend[r][0])
@@ -290,7 +290,7 @@ class TACArray(wiring.Component):
         wr = Signal()
         D = self._result_depth
         width = R * self._acc_bits
-        entries = [Signal(width, name=f"res{k}") for k in range(D)]
+        entries = [Signal(width, name=f"res{k}", reset_less=True) for k in range(D)]
         fill = Signal(range(D + 1))
         rd = Signal()
         m.d.comb += [rd.eq(self.o.valid & self.o.ready), self.o.valid.eq(fill != 0)]
@@ -495,18 +495,21 @@ class PipelinedTAC(wiring.Component):
                                           result_depth=self._result_depth, ring=True)
         wiring.connect(m, tac.o, wiring.flipped(self.o))
 
-        def stage(value, name):
+        def stage(value, name, reset_less=True):
             value = Value.cast(value)
-            reg = Signal(len(value), name=name)
+            reg = Signal(len(value), name=name, reset_less=reset_less)
             m.d.sync += reg.eq(value)
             return reg
 
         # input register, then the decoder's first half and its register; the tags travel alongside
         p = self.i.payload
-        v0, f0, l0 = stage(self.i.valid, "in_valid"), stage(p.first, "in_first"), stage(p.last, "in_last")
+        # (data registers without reset; the tags with)
+        v0, f0, l0 = (stage(x, n, False) for x, n in ((self.i.valid, "in_valid"), (p.first, "in_first"),
+                                                     (p.last, "in_last")))
         w0, a0 = stage(p.w, "in_w"), stage(p.a, "in_a")
         trits, bad = decode_word(m, w0, self._rows * self._cols, self._packing, stage)
-        v1, f1, l1, a1 = stage(v0, "dec_valid"), stage(f0, "dec_first"), stage(l0, "dec_last"), stage(a0, "dec_a")
+        v1, f1, l1 = stage(v0, "dec_valid", False), stage(f0, "dec_first", False), stage(l0, "dec_last", False)
+        a1 = stage(a0, "dec_a")
         m.d.comb += [tac.i.valid.eq(v1), tac.i.p.w.eq(trits), tac.i.p.a.eq(a1),
                      tac.i.p.first.eq(f1), tac.i.p.last.eq(l1)]
         # a beat the array cannot take is an error, as is an invalid code (a cycle later: the OR of the

@@ -1,6 +1,6 @@
 """Rough static timing of a flattened synth_ecp5 netlist: the longest register-to-register paths.
 
-    python tools/sta_estimate.py bitstreams/ulx3s-85f/build/top.json [N [CLOCK]]
+    python tools/sta_estimate.py bitstreams/ulx3s-85f/build/top.json [N [CLOCK [PLACED]]]
 
 Reads Yosys's JSON (``write_json`` after ``synth_ecp5``; the bitstream flow leaves it in ``build/top.json``),
 gives every cell a unit delay (LUT4 0.45 ns, PFUMX/L6MUX21 0.2-0.3, CCU2C 0.5 into the chain and 0.06
@@ -9,7 +9,9 @@ along it, DP16KD clock-to-out 3.6 without output register, MULT18X18D 3.3 combin
 times and the worst path of the N worst endpoint groups (registers named alike counted once), traced
 through the named nets. The numbers are not nextpnr's (no placement); they rank paths, in seconds, before
 a two-hour place and route. With CLOCK, only endpoints clocked by a net whose name contains it (e.g.
-``mat_clk``) count.
+``mat_clk``) count ("" for all). With PLACED (``nextpnr-ecp5 --no-route --write placed.json``), a net's
+delay between two placed cells is the placer's own estimate, 0.12 ns x (6 + max(dx - 5, 0) + max(dy - 5, 0)
++ 2 (min(dx, 5) + min(dy, 5))) at speed 6, and the worst paths show where the placement's long nets are.
 """
 import json
 import math
@@ -19,7 +21,8 @@ from collections import defaultdict
 
 path = sys.argv[1]
 top_n = int(sys.argv[2]) if len(sys.argv) > 2 else 40
-clock = sys.argv[3] if len(sys.argv) > 3 else None
+clock = (sys.argv[3] or None) if len(sys.argv) > 3 else None
+placed = sys.argv[4] if len(sys.argv) > 4 else None
 d = json.load(open(path))
 mods = d["modules"]
 top = next(n for n, m in mods.items() if m.get("attributes", {}).get("top") in (1, "00000000000000000000000000000001"))
@@ -51,9 +54,24 @@ for cn, c in cells.items():
                 fanout[b] += 1
 
 
-def route(b, sink_type=None, sink_port=None):
+loc = {}
+if placed:
+    for pm in json.load(open(placed))["modules"].values():
+        for cn, c in pm.get("cells", {}).items():
+            bel = c.get("attributes", {}).get("NEXTPNR_BEL", "")
+            mt = re.match(r"X(\d+)/Y(\d+)/", bel)
+            if mt:
+                loc[cn] = (int(mt.group(1)), int(mt.group(2)))
+
+
+def route(b, sink_type=None, sink_port=None, sink=None):
     if sink_type == "CCU2C" and sink_port == "CIN":
         return 0.0
+    drv = driver.get(b)
+    if drv is not None and drv[0] in loc and sink in loc:
+        (x0, y0), (x1, y1) = loc[drv[0]], loc[sink]
+        dx, dy = abs(x0 - x1), abs(y0 - y1)
+        return 0.12 * (6 + max(dx - 5, 0) + max(dy - 5, 0) + 2 * (min(dx, 5) + min(dy, 5)))
     f = fanout.get(b, 1)
     return 0.9 + 0.25 * math.log2(max(f, 1))
 
@@ -149,7 +167,7 @@ def arrival(b):
             for ib in c["connections"].get(ip, []):
                 if isinstance(ib, str):
                     continue
-                t = arr[ib] + route(ib, c["type"], ip) + dl
+                t = arr[ib] + route(ib, c["type"], ip, cn) + dl
                 if t > best:
                     best, bp = t, ib
         arr[x] = best
@@ -161,17 +179,21 @@ def arrival(b):
 ends = []
 for cn, c in cells.items():
     t = c["type"]
-    if clock is not None and not any(clock in names.get(b, "") for p, bits in c["connections"].items()
-                                     if p.startswith("CLK") for b in bits if not isinstance(b, str)):
-        continue
     if t in ("TRELLIS_FF", "DP16KD", "PDPW16KD") or (t == "MULT18X18D" and reg_param(c, "REG_INPUTA_CLK") != "NONE"):
         for p, bits in c["connections"].items():
             if c.get("port_directions", {}).get(p) != "input" or p.startswith("CLK"):
                 continue
+            if clock is not None:
+                # the port's clock: CLKA/CLKB by the port's side on a block RAM, else any CLK* port
+                side = re.sub(r"\d+$", "", p)[-1] if t in ("DP16KD", "PDPW16KD") else ""
+                clks = [b for q, bits in c["connections"].items() if q.startswith("CLK") and q.endswith(side)
+                        for b in bits if not isinstance(b, str)]
+                if not any(clock in names.get(b, "") for b in clks):
+                    continue
             for b in bits:
                 if isinstance(b, str):
                     continue
-                ends.append((arrival(b) + route(b) + 0.1, b, cn, p))
+                ends.append((arrival(b) + route(b, sink=cn) + 0.1, b, cn, p))
 
 ends.sort(reverse=True)
 
@@ -186,7 +208,8 @@ def trace(b):
     out = []
     while b is not None:
         drv = driver.get(b)
-        out.append((round(arr[b], 2), cells[drv[0]]["type"] if drv else "?", names.get(b, f"bit{b}")))
+        where = f"@{loc[drv[0]]} " if drv and drv[0] in loc else ""
+        out.append((round(arr[b], 2), cells[drv[0]]["type"] if drv else "?", where + names.get(b, f"bit{b}")))
         b = pred.get(b)
     return out[::-1]
 
@@ -206,9 +229,10 @@ for t, b, cn, p in ends:
         continue
     seen.add(g)
     tr = trace(b)
-    named = [x for x in tr if not x[2].startswith("$")]
+    named = [x for x in tr if not x[2].split(" ")[-1].startswith("$")]
     levels = len(tr)
-    print(f"\n{t:6.1f} ns  -> {sink} ({c['type']}.{p}), {levels} cells")
+    at = f" @{loc[cn]}" if cn in loc else ""
+    print(f"\n{t:6.1f} ns  -> {sink} ({c['type']}.{p}){at}, {levels} cells")
     for x in (named if len(named) <= 14 else named[:5] + [("...", "", "")] + named[-8:]):
         print(f"        {x[0]:>6} {x[1]:10} {x[2][:110]}")
     shown += 1
