@@ -365,10 +365,14 @@ def _core_class():
                 depth = self.memories[name][1] if name == "wmem" else getattr(m.submodules, name).depth
                 if len(words) != depth:
                     raise ValueError(f"{name}: {len(words)} init words for a memory of depth {depth}")
-                # the weight memory is in banks (Core.wmem_banks); the others are one memory each
-                parts = self.wmem_banks if name == "wmem" else [(name, 0, depth)]
-                for sub, start, n in parts:
-                    getattr(m.submodules, sub).init = _ints(words[start:start + n])
+                # the weight memory is in parts (Core.wmem_parts: banks of words, maybe in column groups);
+                # the others are one memory each
+                parts = self.wmem_parts if name == "wmem" else [(name, 0, 0, depth, 0, None)]
+                for sub, _, start, n, lo, hi in parts:
+                    ints = _ints(words[start:start + n])
+                    if hi is not None:
+                        ints = [(v >> lo) & ((1 << (hi - lo)) - 1) for v in ints]
+                    getattr(m.submodules, sub).init = ints
             return m
 
     return PatchableCore

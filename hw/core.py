@@ -71,6 +71,8 @@ V32 = signed(32)
 WMEM_BANK_WORDS = 2048
 #: Register stages between the weight banks' output registers and the array, with a matrix clock.
 HAUL = 2
+#: With a matrix clock, the weight banks' column groups: 8 block RAMs of 2048 x 9 bits each.
+WMEM_GROUP_BITS = 72
 _CNT = {name: i for i, name in enumerate(COUNTER_NAMES)}
 
 
@@ -136,6 +138,15 @@ class Core(wiring.Component):
         #: ``(submodule name, first word, words)`` of each weight-memory bank (``wmem`` when there is one)
         self.wmem_banks = [("wmem", 0, wdepth)] if wdepth <= WMEM_BANK_WORDS else \
             [(f"wmem{k}", a, min(WMEM_BANK_WORDS, wdepth - a)) for k, a in enumerate(range(0, wdepth, WMEM_BANK_WORDS))]
+        #: ``(submodule name, bank, first word, words, first bit, end bit)`` of each weight-memory part: one per
+        #: bank, or with a matrix clock each bank in column groups of WMEM_GROUP_BITS (a few block RAMs, each
+        #: group with its own address counter and output register next to it)
+        wbits = self.memories["wmem"][0]
+        cols = [(0, wbits)] if matrix_domain == "sync" else \
+            [(lo, min(lo + WMEM_GROUP_BITS, wbits)) for lo in range(0, wbits, WMEM_GROUP_BITS)]
+        self.wmem_parts = [(name if len(cols) == 1 else f"{name}_{g}", k, start, depth, lo, hi)
+                           for k, (name, start, depth) in enumerate(self.wmem_banks)
+                           for g, (lo, hi) in enumerate(cols)]
         data_bits = max(w for w, _ in self.memories.values())
         super().__init__(CoreSignature(data_bits))
 
@@ -157,11 +168,13 @@ class Core(wiring.Component):
         qd = -(-t.max_input // C)                      # qbuf words per slot
 
         # ---------------------------------------------------------- memories
-        # the weight memory in banks of WMEM_BANK_WORDS (one block RAM deep), read together
-        w_banks = []
-        for k, (name, start, depth) in enumerate(self.wmem_banks):
-            m.submodules[name] = mem = memory.Memory(shape=wbits, depth=depth, init=[])
-            w_banks.append((mem.read_port(domain=self.matrix_domain), mem.write_port(), start, depth))
+        # the weight memory in banks of WMEM_BANK_WORDS (one block RAM deep), read together, each bank one
+        # memory or (a matrix clock) column groups
+        nbanks = len(self.wmem_banks)
+        w_banks = []                     # per part: read port, write port, first word, words, bank, bits
+        for name, k, start, depth, lo, hi in self.wmem_parts:
+            m.submodules[name] = mem = memory.Memory(shape=hi - lo, depth=depth, init=[])
+            w_banks.append((mem.read_port(domain=self.matrix_domain), mem.write_port(), start, depth, k, lo, hi))
         m.submodules.cmem = cmem = memory.Memory(shape=16 * L, depth=cdepth, init=[])
         m.submodules.vmem = vmem = memory.Memory(shape=32 * L, depth=vdepth, init=[])
         m.submodules.pmem = pmem = memory.Memory(shape=64, depth=pdepth, init=[])
@@ -538,10 +551,10 @@ class Core(wiring.Component):
         # bank's block RAMs); w_step reads the word at w_addr and advances.
         WBB = _log2(WMEM_BANK_WORDS)
         w_step = Signal()
-        w_step_b = [Signal(name=f"w_step_b{k}") for k in range(len(w_banks))]    # ... per bank
+        w_step_b = [Signal(name=f"w_step_b{k}") for k in range(len(w_banks))]    # ... per part
         w_addr = Signal(32)              # the next word's address, a counter (no adder before the block RAMs)
-        w_addr_b = [Signal(WBB if len(w_banks) > 1 else 32, name=f"w_addr_b{k}") for k in range(len(w_banks))]
-        for k, (rd, _, _, _) in enumerate(w_banks):
+        w_addr_b = [Signal(WBB if nbanks > 1 else 32, name=f"w_addr_b{k}") for k in range(len(w_banks))]
+        for k, (rd, *_) in enumerate(w_banks):
             m.d.comb += [rd.addr.eq(w_addr_b[k]), rd.en.eq(1)]
             with m.If(start_x):
                 m.d[md] += w_addr_b[k].eq(wbase)
@@ -614,19 +627,21 @@ class Core(wiring.Component):
             # the tile's tags (first, last, valid) in registers beside the reads; the bank of the word the
             # banks read (a cycle after the issue), then the banks' words registered next to them, each zero
             # unless its bank holds the tile (the bank select is an OR). Data registers have no reset.
-            nbb = max(1, (len(w_banks) - 1).bit_length())
+            nbb = max(1, (nbanks - 1).bit_length())
             tags = Cat(issue, a_at0, a_cb_z)
             for h in range(3):
                 reg = Signal(3, name=f"t{h + 1}_tags")
                 m.d[md] += reg.eq(tags)
                 tags = reg
-            t2_bank = [Signal(name=f"t2_bank{k}") for k in range(len(w_banks))]
-            m.d[md] += [t2_bank[k].eq(w_addr[WBB:WBB + nbb] == k if len(w_banks) > 1 else 1)
-                        for k in range(len(w_banks))]
-            p2_data = [Signal(wbits, name=f"w_bank_q{k}", reset_less=True) for k in range(len(w_banks))]
+            # (one bank-select register per part, next to its block RAMs)
+            t2_bank = [Signal(name=f"t2_bank{i}") for i in range(len(w_banks))]
+            m.d[md] += [t2_bank[i].eq(w_addr[WBB:WBB + nbb] == part[4] if nbanks > 1 else 1)
+                        for i, part in enumerate(w_banks)]
+            p2_data = [Signal(len(rd.data), name=f"w_part_q{i}", reset_less=True)
+                       for i, (rd, *_) in enumerate(w_banks)]
             q2, q3 = Signal(8 * C, reset_less=True), Signal(8 * C, reset_less=True)
-            for k, (rd, _, _, _) in enumerate(w_banks):
-                m.d[md] += p2_data[k].eq(Mux(t2_bank[k], rd.data, 0))
+            for i, (rd, *_) in enumerate(w_banks):
+                m.d[md] += p2_data[i].eq(Mux(t2_bank[i], rd.data, 0))
             m.d[md] += [q2.eq(q_rd.data), q3.eq(q2)]
             # HAUL more register stages on the way to the array: the block RAMs are spread over the die,
             # and one stage per net keeps each hop short (the placer spreads the stages along the way)
@@ -636,10 +651,10 @@ class Core(wiring.Component):
                         for i, x in enumerate(hauled)]
                 m.d[md] += [r.eq(x) for r, x in zip(regs, hauled)]
                 hauled = regs
-            *words, codes, tags = hauled
-            word = words[0]
-            for d in words[1:]:
-                word = word | d
+            *parts, codes, tags = hauled
+            word = 0
+            for k in range(nbanks):
+                word = word | Cat(*(d for d, part in zip(parts, w_banks) if part[4] == k))
             m.d.comb += [tac.i.valid.eq(tags[0]), tac.i.p.w.eq(word), tac.i.p.a.eq(codes),
                          tac.i.p.first.eq(tags[1]), tac.i.p.last.eq(tags[2])]
         else:
@@ -658,15 +673,15 @@ class Core(wiring.Component):
             m.d.comb += w_step.eq(mat_run & ~w_done & (w_inflight != WQ))
             m.d.comb += [sb.eq(w_step) for sb in w_step_b]
             p1_v, p2_v = Signal(), Signal()
-            p1_sel = Signal(range(max(2, len(w_banks))))
+            p1_sel = Signal(range(max(2, nbanks)))
             p2_sel = Signal.like(p1_sel)
-            p2_data = [Signal(wbits, name=f"w_bank_q{k}") for k in range(len(w_banks))]
-            for k, (rd, _, _, _) in enumerate(w_banks):
+            p2_data = [Signal(wbits, name=f"w_bank_q{k}") for k in range(len(w_banks))]     # one part per bank
+            for k, (rd, *_) in enumerate(w_banks):
                 m.d.sync += p2_data[k].eq(rd.data)
-            m.d.sync += [p1_v.eq(w_step), p1_sel.eq(w_addr[WBB:] if len(w_banks) > 1 else 0),
+            m.d.sync += [p1_v.eq(w_step), p1_sel.eq(w_addr[WBB:] if nbanks > 1 else 0),
                          p2_v.eq(p1_v), p2_sel.eq(p1_sel)]
             m.d.sync += [wfifo.w_en.eq(p2_v),
-                         wfifo.w_data.eq(Array(p2_data)[p2_sel] if len(w_banks) > 1 else p2_data[0])]
+                         wfifo.w_data.eq(Array(p2_data)[p2_sel] if nbanks > 1 else p2_data[0])]
             m.d.comb += [tac.w.valid.eq(wfifo.r_rdy), tac.w.payload.eq(wfifo.r_data), wfifo.r_en.eq(tac.w.ready)]
             m.d.sync += w_inflight.eq(w_inflight + w_step - (wfifo.r_rdy & wfifo.r_en))
             with m.If(w_step):
@@ -953,8 +968,8 @@ class Core(wiring.Component):
                                                                                   if LB else 1)]
             m.d.comb += vw_data.eq(self.load.payload.data[:32].replicate(L))
         # other memories' load writes
-        for _, wr, start, depth in w_banks:
-            m.d.comb += [wr.addr.eq(self.load.payload.addr - start), wr.data.eq(self.load.payload.data[:wbits]),
+        for _, wr, start, depth, _, lo, hi in w_banks:
+            m.d.comb += [wr.addr.eq(self.load.payload.addr - start), wr.data.eq(self.load.payload.data[lo:hi]),
                          wr.en.eq(load_go & (self.load.payload.mem == MemoryId.WMEM) &
                                   (self.load.payload.addr >= start) & (self.load.payload.addr < start + depth))]
         m.d.comb += [

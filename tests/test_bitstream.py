@@ -186,6 +186,36 @@ def test_patchable_core_wmem_banks():
     assert inits == [words[:2048], words[2048:4096], words[4096:]]
 
 
+def test_patchable_core_wmem_column_groups():
+    """With a matrix clock each bank is in column groups of 72 bits (Core.wmem_parts), each with its bits."""
+    from amaranth.back import rtlil
+
+    from mmfree.hw.core import WMEM_BANK_WORDS, WMEM_GROUP_BITS
+
+    class Spy(bs._core_class()):
+        def elaborate(self, platform):
+            self.seen = super().elaborate(platform)
+            return self.seen
+
+    t = tiny_target(8)                                   # 64 lanes: 104-bit words
+    depth = WMEM_BANK_WORDS + 100
+    t = dataclasses.replace(t, matrix_clock_hz=100_000_000,
+                            memories=tuple(dataclasses.replace(m, depth=depth) if m.name == "wmem" else m
+                                           for m in t.memories))
+    img = bs.placeholder_images(t)
+    core = Spy(t, img)
+    assert WMEM_GROUP_BITS == 72
+    assert core.wmem_parts == [("wmem0_0", 0, 0, 2048, 0, 72), ("wmem0_1", 0, 0, 2048, 72, 104),
+                               ("wmem1_0", 1, 2048, 100, 0, 72), ("wmem1_1", 1, 2048, 100, 72, 104)]
+    il = rtlil.convert(core, name="top")
+    mems = {n.rsplit(".", 1)[-1]: (w, d) for n, w, d in bs.rtlil_memories(il)}
+    assert [mems[p[0]] for p in core.wmem_parts] == [(72, 2048), (32, 2048), (72, 100), (32, 100)]
+    words = bs._ints(img["wmem"])
+    for name, _, start, n, lo, hi in core.wmem_parts:
+        init = list(getattr(core.seen.submodules, name).init)
+        assert init == [(w >> lo) & ((1 << (hi - lo)) - 1) for w in words[start:start + n]]
+
+
 def test_model_too_big_fails_before_build(tmp_path):
     """A compiled model larger than the board's memories: a clear error, before elaboration."""
     comp = tmp_path / "m"
