@@ -46,7 +46,7 @@ def _simulate(dut, blocks, *, p_valid, p_ready, seed, bad_word=None, ignore_cred
     """Send ``blocks`` (lists of (trits, codes) tiles) under the credit rule; the results and the error flag."""
     rng = random.Random(seed)
     tiles = [(t, a, k == 0, k == len(b) - 1) for b in blocks for k, (t, a) in enumerate(b)]
-    got, state = [], {"error": 0, "sent": 0}
+    got, state = [], {"error": 0}
 
     async def bench(ctx):
         ended = taken = 0
@@ -72,7 +72,6 @@ def _simulate(dut, blocks, *, p_valid, p_ready, seed, bad_word=None, ignore_cred
         for _ in range(4):
             state["error"] |= ctx.get(dut.error)
             await ctx.tick()
-        state["sent"] = pos
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
