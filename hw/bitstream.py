@@ -52,12 +52,14 @@ import numpy as np
 
 from mmfree.errors import CapacityError, MmfreeError, ToolError
 from mmfree.targets import Target
+from .floorplan import KEEP_COPIES, apply_floorplan
 
 __all__ = ["DEVICES", "Device", "yowasp_tool", "board_target", "parse_lanes", "report_dir", "estimate",
            "placeholder_images", "PatchableCore", "build", "patch", "cli"]
 
-#: Yosys commands run between reading the design and synthesis.
-SCRIPT_AFTER_READ = "rename -hide w:*]"
+#: Yosys commands run between reading the design and synthesis: short names for bit-indexed wires, and
+#: the register copies kept apart (:data:`.floorplan.COPY`).
+SCRIPT_AFTER_READ = "rename -hide w:*]\n" + KEEP_COPIES
 
 #: nextpnr's routers; the default is the board's (:attr:`Device.build_router`): router2 on the ULX3S (router1
 #: did not converge on the 256-lane placement), router1 on the iCEBreaker (router2 stalls on a full UP5K)
@@ -598,11 +600,12 @@ def _compiled_model(model: str, target: Target, out: Path, log) -> Path:
 
 def build(board: str, out=None, *, lanes=None, clock_hz: int | None = None, model: str | None = None,
           baud: int | None = None, synth_only: bool = False, seed: int = 1, router: str | None = None,
-          nextpnr_opts=(), matrix_clock_hz: int | None = None, log=print) -> dict:
+          nextpnr_opts=(), matrix_clock_hz: int | None = None, floorplan: bool = True, log=print) -> dict:
     """Build ``board``'s bitstream into ``out``; returns the report (also written as JSON and Markdown).
 
     ``matrix_clock_hz``: the clock of the core's tile streams (``None``: the board's
-    :attr:`Device.build_matrix_clock_hz`; 0: the core's one clock).
+    :attr:`Device.build_matrix_clock_hz`; 0: the core's one clock). ``floorplan``: with a
+    matrix clock on the ECP5, the weight block RAMs at the sites of :mod:`.floorplan`.
 
     Raises :class:`CapacityError` before synthesis when the block-RAM or LUT
     estimate exceeds the device, and before place and route when Yosys's
@@ -714,6 +717,12 @@ def build(board: str, out=None, *, lanes=None, clock_hz: int | None = None, mode
     ys = yowasp_tool("yosys")
     times["yosys"] = round(_run([ys, "-q", "-l", "yosys.log", f"{name}.ys"], bdir, log, "yosys",
                                 bdir / "yosys.out"), 2)
+    if dev.family == "ecp5" and target.matrix_clock_hz and floorplan:
+        try:
+            report["floorplan"] = {"weight_brams_fixed": apply_floorplan(bdir / f"{name}.json", dev.part)}
+        except ValueError as e:
+            raise MmfreeError(f"{board}: {e}") from None
+        log(f"  floorplan: {report['floorplan']['weight_brams_fixed']} weight block RAMs at fixed sites")
     cells = synth_cells(json.loads((bdir / "synth_stat.json").read_text()))
     report["synth"] = {"cells": cells, "utilization": synth_utilization(cells, dev)}
     su = report["synth"]["utilization"]
@@ -986,6 +995,9 @@ def cli(parser):
     parser.add_argument("--matrix-clock-mhz", type=float, default=None, metavar="F",
                         help="clock of the core's tile streams in a domain of their own, a second PLL output "
                              "(ECP5; e.g. 100 beside --clock-mhz 30; default and 0: one clock for the whole core)")
+    parser.add_argument("--no-floorplan", action="store_true",
+                        help="with --matrix-clock-mhz: leave the weight block RAMs to the placer (default: fixed "
+                             "sites, hw/floorplan.py)")
     parser.add_argument("--router", default=None, choices=ROUTERS,
                         help="nextpnr router (default: router2 on the ULX3S, router1 on the iCEBreaker)")
     parser.add_argument("--nextpnr-args", default="", metavar="ARGS",
@@ -1008,7 +1020,7 @@ def cli(parser):
             return 0
         r = build(args.board, out, lanes=lanes, clock_hz=clock, model=args.model, baud=args.baud,
                   synth_only=args.synth_only, seed=args.seed, router=args.router,
-                  nextpnr_opts=nextpnr_opts,
+                  nextpnr_opts=nextpnr_opts, floorplan=not args.no_floorplan,
                   matrix_clock_hz=None if args.matrix_clock_mhz is None else int(round(args.matrix_clock_mhz * 1e6)))
         print(f"{out}: {r['status']}")
         for clk, v in r.get("fmax", {}).items():

@@ -57,6 +57,7 @@ from mmfree.protocol import COUNTER_NAMES, MemoryId
 from mmfree.targets import Target
 
 from .coreif import COUNTER_BITS, CoreSignature
+from .floorplan import COPY
 from .elementwise import GLUCell, MLGRUCell, ResidualAdd, Dequant
 from .quantizer import QuantPass, StatsPass
 from .scalar import OutputScale, QuantRecip, SumSqSqrt, bitlen
@@ -73,6 +74,8 @@ WMEM_BANK_WORDS = 2048
 HAUL = 2
 #: With a matrix clock, the weight banks' column groups: 8 block RAMs of 2048 x 9 bits each.
 WMEM_GROUP_BITS = 72
+#: with a matrix clock, copies of the array's code register (each by its rows)
+A_COPIES = 4
 _CNT = {name: i for i, name in enumerate(COUNTER_NAMES)}
 
 
@@ -207,7 +210,7 @@ class Core(wiring.Component):
         md = self.matrix_domain
         split = md != "sync"             # the tile streams run on their own clock
         # with a clock of their own the tile streams are free running, flow-controlled where tiles are issued
-        tac = PipelinedTAC(R, C, t.packing) if split else DecodingTAC(R, C, t.packing)
+        tac = PipelinedTAC(R, C, t.packing, a_copies=min(R, A_COPIES)) if split else DecodingTAC(R, C, t.packing)
         m.submodules.tac = DomainRenamer(md)(tac)
         m.submodules.mlgru = mlgru = MLGRUCell()
         m.submodules.glu = glu = GLUCell()
@@ -507,8 +510,11 @@ class Core(wiring.Component):
         if split:
             m.submodules.mat_start_cdc = start_cdc = cdc.PulseSynchronizer("sync", md)
             m.d.comb += start_cdc.i.eq(mat_start)
-            start_x = Signal()           # registered once more: it fans out to every md counter
-            m.d[md] += start_x.eq(start_cdc.o)
+            # registered twice more: the second register is a copy for the sequencer's counters, and
+            # each weight part has its own (start_b, below), as far away as its block RAMs
+            start_x0 = Signal()
+            start_x = Signal(reset_less=True, attrs=COPY)
+            m.d[md] += [start_x0.eq(start_cdc.o), start_x.eq(start_x0)]
             # q_total in Gray code: every sample the md side takes is a count the sync side had
             q_gray = Signal(QB)
             m.d.sync += q_gray.eq(q_total ^ (q_total >> 1))
@@ -554,7 +560,25 @@ class Core(wiring.Component):
         w_step_b = [Signal(name=f"w_step_b{k}") for k in range(len(w_banks))]    # ... per part
         w_addr = Signal(32)              # the next word's address, a counter (no adder before the block RAMs)
         w_addr_b = [Signal(WBB if nbanks > 1 else 32, name=f"w_addr_b{k}") for k in range(len(w_banks))]
-        for k, (rd, *_) in enumerate(w_banks):
+        if split:
+            # each part's counter is loaded beside the sequencer's start_x, from copies of the start and
+            # the base kept apart (COPY), so that it can sit by its block RAMs; the first tile is issued
+            # three cycles after the start at the earliest (codes_ok), its word read a cycle later.
+            # (Copies have no reset: Yosys cannot fold a reset into a kept flip-flop, and the reset
+            # is a global net that reaches LUTs slowly.)
+            w_step_b = [Signal(name=f"w_step_b{k}", reset_less=True, attrs=COPY) for k in range(len(w_banks))]
+            w_addr_b = [Signal(WBB if nbanks > 1 else 32, name=f"w_addr_b{k}", reset_less=True)
+                        for k in range(len(w_banks))]
+            for k, (rd, *_) in enumerate(w_banks):
+                start_b = Signal(name=f"start_b{k}", reset_less=True, attrs=COPY)
+                wbase_b = Signal(len(w_addr_b[k]), name=f"wbase_b{k}", reset_less=True, attrs=COPY)
+                m.d[md] += [start_b.eq(start_x0), wbase_b.eq(wbase)]
+                m.d.comb += [rd.addr.eq(w_addr_b[k]), rd.en.eq(1)]
+                with m.If(start_b):
+                    m.d[md] += w_addr_b[k].eq(wbase_b)
+                with m.Elif(w_step_b[k]):
+                    m.d[md] += w_addr_b[k].eq(w_addr_b[k] + 1)
+        for k, (rd, *_) in enumerate(w_banks if not split else ()):
             m.d.comb += [rd.addr.eq(w_addr_b[k]), rd.en.eq(1)]
             with m.If(start_x):
                 m.d[md] += w_addr_b[k].eq(wbase)
@@ -634,7 +658,7 @@ class Core(wiring.Component):
                 m.d[md] += reg.eq(tags)
                 tags = reg
             # (one bank-select register per part, next to its block RAMs)
-            t2_bank = [Signal(name=f"t2_bank{i}") for i in range(len(w_banks))]
+            t2_bank = [Signal(name=f"t2_bank{i}", reset_less=True, attrs=COPY) for i in range(len(w_banks))]
             m.d[md] += [t2_bank[i].eq(w_addr[WBB:WBB + nbb] == part[4] if nbanks > 1 else 1)
                         for i, part in enumerate(w_banks)]
             p2_data = [Signal(len(rd.data), name=f"w_part_q{i}", reset_less=True)

