@@ -627,9 +627,11 @@ class Core(wiring.Component):
             blocks = Signal(range(D + 1))        # row blocks whose last tile is issued, not yet taken from the array
             m.d.comb += [issue.eq(mat_run & ~a_done & codes_ok & credit_ok), a_step.eq(issue),
                          w_done.eq(1), q_rd.en.eq(1)]
-            # the weight words are read a cycle after their codes: each bank counter steps on a registered
-            # copy of the issue, so the issue's net stays in the sequencer
-            m.d[md] += [w_step.eq(issue), *(s.eq(issue) for s in w_step_b)]
+            # the weight words are read two cycles after their codes: the issue is registered in the
+            # sequencer (w_step0), and each part's counter steps on a copy of that register, kept apart
+            # by its block RAMs, so the issue's net stays in the sequencer
+            w_step0 = Signal()
+            m.d[md] += [w_step0.eq(issue), w_step.eq(w_step0), *(s.eq(w_step0) for s in w_step_b)]
             # the words available, registered (one md cycle later than the count; zero at the start), and
             # compares of it with the indices a_idx can take next, registered too: a count a cycle old is
             # never more than the words there are, so the flags err only on the safe side
@@ -649,11 +651,11 @@ class Core(wiring.Component):
             m.d.comb += blocks_next.eq(blocks + (issue & a_cb_z) - (tac.o.valid & tac.o.ready))
             m.d[md] += [blocks.eq(blocks_next), credit_ok.eq(blocks_next < D)]
             # the tile's tags (first, last, valid) in registers beside the reads; the bank of the word the
-            # banks read (a cycle after the issue), then the banks' words registered next to them, each zero
+            # banks read (two cycles after the issue), then the banks' words registered next to them, each zero
             # unless its bank holds the tile (the bank select is an OR). Data registers have no reset.
             nbb = max(1, (nbanks - 1).bit_length())
             tags = Cat(issue, a_at0, a_cb_z)
-            for h in range(3):
+            for h in range(4):
                 reg = Signal(3, name=f"t{h + 1}_tags")
                 m.d[md] += reg.eq(tags)
                 tags = reg
@@ -663,13 +665,13 @@ class Core(wiring.Component):
                         for i, part in enumerate(w_banks)]
             p2_data = [Signal(len(rd.data), name=f"w_part_q{i}", reset_less=True)
                        for i, (rd, *_) in enumerate(w_banks)]
-            q2, q3 = Signal(8 * C, reset_less=True), Signal(8 * C, reset_less=True)
+            q2, q3, q4 = (Signal(8 * C, name=f"q{h}", reset_less=True) for h in (2, 3, 4))
             for i, (rd, *_) in enumerate(w_banks):
                 m.d[md] += p2_data[i].eq(Mux(t2_bank[i], rd.data, 0))
-            m.d[md] += [q2.eq(q_rd.data), q3.eq(q2)]
+            m.d[md] += [q2.eq(q_rd.data), q3.eq(q2), q4.eq(q3)]
             # HAUL more register stages on the way to the array: the block RAMs are spread over the die,
             # and one stage per net keeps each hop short (the placer spreads the stages along the way)
-            hauled = [*p2_data, q3, tags]
+            hauled = [*p2_data, q4, tags]
             for h in range(HAUL):
                 regs = [Signal(len(x), name=f"haul{h}_{i}", reset_less=i < len(hauled) - 1)
                         for i, x in enumerate(hauled)]

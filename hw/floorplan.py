@@ -9,8 +9,8 @@ before placement, by the ``BEL`` attribute nextpnr honours on any cell of the in
 * a column group ``wmem{k}_{g}`` of every bank ``k`` gets one region, so the bank select (an OR of
   the banks' registered words) joins words that come from one place;
 * within a region the block RAMs of one 9-bit slice of all the banks are neighbours;
-* the regions take the two middle block RAM rows first (nearest the array), the groups spread over
-  the die's width in bands.
+* the regions take the two middle block RAM rows first, then the sites of the outer rows nearest
+  the middle of the die; the groups spread over the die's width in bands.
 
 Every other block RAM (code buffer, vectors, tables) is left to the placer. The sites are those of
 the LFE5U-85F as nextpnr names them (``X{x}/Y{y}/EBR{i}``).
@@ -67,11 +67,13 @@ def weight_floorplan(netlist: dict, device: str) -> dict[str, str]:
     for g, members in sorted(groups.items()):
         band, half = g % bands, g // bands
         cols = columns[len(columns) * band // bands:len(columns) * (band + 1) // bands]
-        region = [(x, y, i) for y in (rows[half], rows[half + 2])
-                  for x, i in sorted(cols, key=lambda xi: abs(xi[0] - centre))]
-        if len(members) > len(region):
+        if len(members) > 2 * len(cols):
             raise ValueError(f"weight column group {g} has {len(members)} block RAMs; its region has "
-                             f"{len(region)} sites")
+                             f"{2 * len(cols)} sites")
+        # the middle row of the band in column order, then as many sites of the outer row as are
+        # needed, those nearest the middle of the die, in column order too
+        outer = sorted(cols, key=lambda xi: abs(xi[0] - centre))[:max(0, len(members) - len(cols))]
+        region = [(x, rows[half], i) for x, i in cols] + [(x, rows[half + 2], i) for x, i in sorted(outer)]
         for (x, y, i), (_, name) in zip(region, sorted(members)):
             bels[name] = f"X{x}/Y{y}/EBR{i}"
     return bels
