@@ -104,8 +104,8 @@ DEVICES = {
                         bram_shapes=((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36)),
                         # the ulx3s-85f target's 16x16 array with 16 vector lanes does not route (docs/bitstreams.md);
                         # with 4 vector lanes it does: 38.6-45.5 MHz in four builds, so 30 MHz has margin. The tile
-                        # streams in a 100 MHz domain of their own (--matrix-clock-mhz 100) place at 64-65 MHz and
-                        # have not routed yet (docs/bitstreams.md), so the default stays one clock
+                        # streams in a 100 MHz domain of their own (--matrix-clock-mhz 100) place at up to 87 MHz
+                        # (estimate) and are not met (docs/bitstreams.md), so the default stays one clock
                         build_lanes="16x16/4", build_clock_hz=30_000_000,
                         build_nextpnr_opts=("--placer-heap-beta", "0.8")),
     "icebreaker": Device(family="ice40", part="iCE40UP5K-SG48", luts=5280, ffs=5280, brams=30, bram_bits=4096,
