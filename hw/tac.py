@@ -123,9 +123,12 @@ class TACArray(wiring.Component):
         The output buffer as a ring (default ``False``: a shift register).
         See *Output buffer*.
     a_copies : int
-        Copies of the codes' input register, each driving ``rows / a_copies``
-        rows (default 1; at most ``rows``). Copies are marked
+        Row groups with their own copies of the codes' input register, of
+        the accumulators' valid and first, and (``ring``) of the result
+        entries' write enables (default 1; at most ``rows``; group of row
+        ``r``: ``r * a_copies // rows``). Copies are marked
         :data:`~mmfree.hw.floorplan.COPY`, so that each can sit by its rows.
+        Same function and latency for any value.
 
     Attributes
     ----------
