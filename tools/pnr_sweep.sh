@@ -12,9 +12,11 @@
 #   tools/pnr_sweep.sh collect                  there: progress lines, and $OUT/sweep.tgz (log tails, reports)
 #   tools/pnr_sweep.sh place-route K T [CLK]    there, instead of start: every line placed only (--no-route),
 #                                               then the K placements fastest for the clock named CLK
-#                                               (default mat_clk) routed from their placed netlists
-#                                               (--no-pack --no-place) with T threads each; a placement
-#                                               still running after PLACE_S seconds (default 660) is dropped
+#                                               (default mat_clk) placed again and routed (same seed and
+#                                               options: the same placement), T threads each; a placement
+#                                               still running after PLACE_S seconds (default 660) is dropped.
+#                                               (Routing a placed netlist with --no-pack --no-place fails on
+#                                               this design: "Failed to route arc" on slice pins.)
 #
 # The device machine goes back after 30 s idle and its processes with it: start, then keep it busy with
 # "sleep 540; tools/pnr_sweep.sh collect" calls. A build of the 256-lane design takes 25-35 min on one core
@@ -81,11 +83,11 @@ _place-route)
         if [ "$mhz" = lpf ]; then cp "$R/$D/$name.lpf" "$d/top.lpf"
         else sed -E "s/^(FREQUENCY NET \"[^\"]*\") .*/\\1 ${mhz}000000.0 HZ;/" "$R/$D/$name.lpf" > "$d/top.lpf"; fi
         echo "$name seed $seed $mhz MHz $opts (placed)" > "$d/cmd"
-        # the router goes in with the placement: a placed netlist keeps its settings, and they win
         case " $opts " in *" --router "*) ;; *) opts="--router router2 $opts" ;; esac
+        echo "$seed $opts" > "$d/args"
         (cd "$d" && eval "timeout $PLACE_S $NP --log nextpnr.log --json top.json --lpf top.lpf --timing-allow-fail --seed $seed \
             --85k --package CABGA381 --speed 6 $opts --no-route --write placed.json" > out.txt 2>&1; \
-            echo $? > done; rm -f top.json) &
+            echo $? > done) &
     done < "$R/$D/variants.txt"
     wait
     echo "placed: $(date)"
@@ -97,8 +99,11 @@ _place-route)
         [ -z "$d" ] && continue
         echo "$(cat "$d/cmd" | sed 's/(placed)/(routed)/') placed at $f MHz" > "$d/cmd"
         (xz -1 -T 2 -c "$d/placed.json" > "$d/placed.xz.part" && mv "$d/placed.xz.part" "$d/placed.json.xz") &
-        (cd "$d" && eval "$NP --log nextpnr.log --json placed.json --lpf top.lpf --timing-allow-fail \
-            --85k --package CABGA381 --speed 6 --no-pack --no-place --threads $T \
+        # placed and routed again from the netlist: nextpnr is deterministic, so the placement is the same
+        # (routing the placed netlist with --no-pack --no-place fails: "Failed to route arc" on slice pins)
+        read -r seed opts < "$d/args"
+        (cd "$d" && eval "$NP --log nextpnr.log --json top.json --lpf top.lpf --timing-allow-fail --seed $seed \
+            --85k --package CABGA381 --speed 6 $opts --threads $T \
             --textcfg top.config --report report.json" > out.txt 2>&1; echo $? > done) &
     done
     wait
