@@ -557,31 +557,25 @@ class Core(wiring.Component):
         # bank's block RAMs); w_step reads the word at w_addr and advances.
         WBB = _log2(WMEM_BANK_WORDS)
         w_step = Signal()
-        w_step_b = [Signal(name=f"w_step_b{k}") for k in range(len(w_banks))]    # ... per part
         w_addr = Signal(32)              # the next word's address, a counter (no adder before the block RAMs)
-        w_addr_b = [Signal(WBB if nbanks > 1 else 32, name=f"w_addr_b{k}") for k in range(len(w_banks))]
-        if split:
-            # each part's counter is loaded beside the sequencer's start_x, from copies of the start and
-            # the base kept apart (COPY), so that it can sit by its block RAMs; the first tile is issued
-            # three cycles after the start at the earliest (codes_ok), its word read a cycle later.
-            # (Copies have no reset: Yosys cannot fold a reset into a kept flip-flop, and the reset
-            # is a global net that reaches LUTs slowly.)
-            w_step_b = [Signal(name=f"w_step_b{k}", reset_less=True, attrs=COPY) for k in range(len(w_banks))]
-            w_addr_b = [Signal(WBB if nbanks > 1 else 32, name=f"w_addr_b{k}", reset_less=True)
-                        for k in range(len(w_banks))]
-            for k, (rd, *_) in enumerate(w_banks):
-                start_b = Signal(name=f"start_b{k}", reset_less=True, attrs=COPY)
-                wbase_b = Signal(len(w_addr_b[k]), name=f"wbase_b{k}", reset_less=True, attrs=COPY)
-                m.d[md] += [start_b.eq(start_x0), wbase_b.eq(wbase)]
-                m.d.comb += [rd.addr.eq(w_addr_b[k]), rd.en.eq(1)]
-                with m.If(start_b):
-                    m.d[md] += w_addr_b[k].eq(wbase_b)
-                with m.Elif(w_step_b[k]):
-                    m.d[md] += w_addr_b[k].eq(w_addr_b[k] + 1)
-        for k, (rd, *_) in enumerate(w_banks if not split else ()):
+        # With a matrix clock each part's counter is loaded beside the sequencer's start_x, from copies of
+        # the start and the base kept apart (COPY), so that it can sit by its block RAMs; the first tile is
+        # issued three cycles after the start at the earliest (codes_ok), its word read two cycles later.
+        # (Copies have no reset: Yosys cannot fold a reset into a kept flip-flop, and the reset is a
+        # global net that reaches LUTs slowly.)
+        w_step_b = [Signal(name=f"w_step_b{k}", reset_less=split, attrs=COPY if split else {})    # ... per part
+                    for k in range(len(w_banks))]
+        w_addr_b = [Signal(WBB if nbanks > 1 else 32, name=f"w_addr_b{k}", reset_less=split)
+                    for k in range(len(w_banks))]
+        for k, (rd, *_) in enumerate(w_banks):
+            load, base = start_x, wbase
+            if split:
+                load = Signal(name=f"start_b{k}", reset_less=True, attrs=COPY)
+                base = Signal(len(w_addr_b[k]), name=f"wbase_b{k}", reset_less=True, attrs=COPY)
+                m.d[md] += [load.eq(start_x0), base.eq(wbase)]
             m.d.comb += [rd.addr.eq(w_addr_b[k]), rd.en.eq(1)]
-            with m.If(start_x):
-                m.d[md] += w_addr_b[k].eq(wbase)
+            with m.If(load):
+                m.d[md] += w_addr_b[k].eq(base)
             with m.Elif(w_step_b[k]):
                 m.d[md] += w_addr_b[k].eq(w_addr_b[k] + 1)
         with m.If(w_step):
