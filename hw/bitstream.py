@@ -47,6 +47,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -83,13 +84,12 @@ class Device:
     #: block-RAM aspect ratios (depth, width) Yosys can use for a simple dual-port memory
     bram_shapes: tuple = ()
     #: what ``mmfree bitstream --board B`` builds without ``--lanes`` (``None``: the target's own tile) and,
-    #: then, at which clock (``None``: the target's ``clock_hz``); see :func:`build_defaults`
+    #: for that tile (see :func:`build_defaults`), at which clock (``None``: the target's ``clock_hz``), with
+    #: which clock for the core's tile streams (``None``: one clock), placement seed and extra nextpnr options
     build_lanes: str | None = None
     build_clock_hz: int | None = None
-    #: the clock of the core's tile streams when they have their own (``None``: one clock); ``--matrix-clock-mhz``
-    #: overrides it
     build_matrix_clock_hz: int | None = None
-    #: extra nextpnr options of that default build (when ``--nextpnr-args`` is not given)
+    build_seed: int = 1
     build_nextpnr_opts: tuple = ()
     #: nextpnr router unless ``--router`` says otherwise
     build_router: str = "router2"
@@ -103,11 +103,12 @@ DEVICES = {
                         bram_bits=18432, dsps=156, bram_cell="DP16KD", dsp_cells=("MULT18X18D", "ALU54B"),
                         bram_shapes=((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36)),
                         # the ulx3s-85f target's 16x16 array with 16 vector lanes does not route (docs/bitstreams.md);
-                        # with 4 vector lanes it does: 38.6-45.5 MHz in four builds, so 30 MHz has margin. The tile
-                        # streams in a 100 MHz domain of their own (--matrix-clock-mhz 100) place at up to 87 MHz
-                        # (estimate) and are not met (docs/bitstreams.md), so the default stays one clock
-                        build_lanes="16x16/4", build_clock_hz=30_000_000,
-                        build_nextpnr_opts=("--placer-heap-beta", "0.8")),
+                        # with 4 vector lanes it does. The tile streams at 100 MHz beside a 30 MHz sync side, with the
+                        # die split between the clocks (hw/floorplan.py): routed at 104.03 MHz / 43.92 MHz with this
+                        # seed and these options (nextpnr is deterministic for one netlist, seed, options and thread
+                        # count; of seven seeds and options tried, two met 100 MHz: docs/bitstreams.md)
+                        build_lanes="16x16/4", build_clock_hz=30_000_000, build_matrix_clock_hz=100_000_000,
+                        build_seed=3, build_nextpnr_opts=("--placer-heap-beta", "0.8", "--threads", "2")),
     "icebreaker": Device(family="ice40", part="iCE40UP5K-SG48", luts=5280, ffs=5280, brams=30, bram_bits=4096,
                          dsps=8, sprams=4, bram_cell="SB_RAM40_4K", dsp_cells=("SB_MAC16",),
                          bram_shapes=((2048, 2), (1024, 4), (512, 8), (256, 16)), core="serial",
@@ -150,17 +151,32 @@ def lanes_spec(target: Target) -> str:
     return f"{target.rows}x{target.cols}/{target.vec_lanes}"
 
 
-def build_defaults(board: str, lanes=None, clock_hz: int | None = None, nextpnr_opts=None) -> tuple:
-    """``(lanes, clock_hz, nextpnr_opts)`` of a build: the board's :attr:`Device.build_lanes`,
-    :attr:`Device.build_clock_hz` and :attr:`Device.build_nextpnr_opts` for what is not given when
-    ``lanes`` is not given, else what was given (``None`` clock: the target's)."""
+class BuildSettings(NamedTuple):
+    """What a build runs with: given values, else the board's defaults (:func:`build_defaults`)."""
+    lanes: object                #: a ``--lanes`` value, or ``None`` for the target's own tile
+    clock_hz: int | None         #: ``None``: the target's
+    nextpnr_opts: tuple
+    matrix_clock_hz: int         #: the tile streams' clock; 0: one clock for the whole core
+    seed: int                    #: nextpnr's placement seed
+
+
+def build_defaults(board: str, lanes=None, clock_hz: int | None = None, nextpnr_opts=None,
+                   matrix_clock_hz: int | None = None, seed: int | None = None) -> BuildSettings:
+    """The settings of a build of ``board``: what is given, and for the rest the board's ``Device.build_*``
+    values when the tile is the board's build tile (``lanes`` not given, or the same tile as
+    :attr:`Device.build_lanes`), else one clock, seed 1 and no extra nextpnr options."""
     dev = DEVICES.get(board)
     if dev is None:
         raise MmfreeError(f"unknown board {board!r}; known boards: {', '.join(DEVICES)}")
-    if lanes is None and dev.build_lanes is not None:
-        return (dev.build_lanes, clock_hz if clock_hz is not None else dev.build_clock_hz,
-                tuple(nextpnr_opts) if nextpnr_opts else dev.build_nextpnr_opts)
-    return lanes, clock_hz, tuple(nextpnr_opts or ())
+    own = dev.build_lanes is not None and (lanes is None or parse_lanes(lanes) == parse_lanes(dev.build_lanes))
+    if not own:
+        return BuildSettings(lanes, clock_hz, tuple(nextpnr_opts or ()), matrix_clock_hz or 0,
+                             1 if seed is None else seed)
+    return BuildSettings(dev.build_lanes if lanes is None else lanes,
+                         dev.build_clock_hz if clock_hz is None else clock_hz,
+                         tuple(nextpnr_opts) if nextpnr_opts else dev.build_nextpnr_opts,
+                         (dev.build_matrix_clock_hz or 0) if matrix_clock_hz is None else matrix_clock_hz,
+                         dev.build_seed if seed is None else seed)
 
 
 def _report_lanes(rep: dict) -> str:
@@ -599,13 +615,14 @@ def _compiled_model(model: str, target: Target, out: Path, log) -> Path:
 
 
 def build(board: str, out=None, *, lanes=None, clock_hz: int | None = None, model: str | None = None,
-          baud: int | None = None, synth_only: bool = False, seed: int = 1, router: str | None = None,
-          nextpnr_opts=(), matrix_clock_hz: int | None = None, floorplan: bool = True, log=print) -> dict:
+          baud: int | None = None, synth_only: bool = False, seed: int | None = None, router: str | None = None,
+          nextpnr_opts=None, matrix_clock_hz: int | None = None, floorplan: bool = True, log=print) -> dict:
     """Build ``board``'s bitstream into ``out``; returns the report (also written as JSON and Markdown).
 
-    ``matrix_clock_hz``: the clock of the core's tile streams (``None``: the board's
-    :attr:`Device.build_matrix_clock_hz`; 0: the core's one clock). ``floorplan``: with a
-    matrix clock on the ECP5, the weight block RAMs at the sites of :mod:`.floorplan`.
+    ``lanes``, ``clock_hz``, ``nextpnr_opts``, ``matrix_clock_hz`` (the clock of the core's tile
+    streams; 0: the core's one clock) and ``seed``: see :func:`build_defaults` for what is not given.
+    ``floorplan``: with a matrix clock on the ECP5, the weight block RAMs, the code buffer and the
+    multipliers at the sites of :mod:`.floorplan`.
 
     Raises :class:`CapacityError` before synthesis when the block-RAM or LUT
     estimate exceeds the device, and before place and route when Yosys's
@@ -621,9 +638,9 @@ def build(board: str, out=None, *, lanes=None, clock_hz: int | None = None, mode
         raise MmfreeError(f"unknown router {router!r}; nextpnr has {', '.join(ROUTERS)}")
     t_all = time.perf_counter()
     times: dict[str, float] = {}
+    lanes, clock_hz, nextpnr_opts, matrix_clock_hz, seed = build_defaults(board, lanes, clock_hz, nextpnr_opts,
+                                                                          matrix_clock_hz, seed)
     target = board_target(board, lanes, clock_hz)
-    if matrix_clock_hz is None:
-        matrix_clock_hz = dev.build_matrix_clock_hz
     if matrix_clock_hz:
         if dev.core == "serial":
             raise MmfreeError(f"{board}: the serial core has one clock; --matrix-clock-mhz cannot be used")
@@ -719,10 +736,12 @@ def build(board: str, out=None, *, lanes=None, clock_hz: int | None = None, mode
                                 bdir / "yosys.out"), 2)
     if dev.family == "ecp5" and target.matrix_clock_hz and floorplan:
         try:
-            report["floorplan"] = {"weight_brams_fixed": apply_floorplan(bdir / f"{name}.json", dev.part)}
+            report["floorplan"] = apply_floorplan(bdir / f"{name}.json", dev.part)
         except ValueError as e:
-            raise MmfreeError(f"{board}: {e}") from None
-        log(f"  floorplan: {report['floorplan']['weight_brams_fixed']} weight block RAMs at fixed sites")
+            raise MmfreeError(f"{board}: floorplan: {e}") from None
+        fp = report["floorplan"]
+        log(f"  floorplan: fixed {fp['weight_brams']} weight and {fp['code_brams']} code block RAMs, "
+            f"{fp['multipliers']} multipliers")
     cells = synth_cells(json.loads((bdir / "synth_stat.json").read_text()))
     report["synth"] = {"cells": cells, "utilization": synth_utilization(cells, dev)}
     su = report["synth"]["utilization"]
@@ -960,6 +979,10 @@ def report_markdown(r: dict) -> str:
         n = r["nextpnr"]
         lines += ["", f"nextpnr: router {n['router']}, seed {n['seed']}" +
                   (f", options {' '.join(n['options'])}" if n.get("options") else "")]
+    fp = r.get("floorplan")
+    if isinstance(fp, dict) and "multipliers" in fp:
+        lines += ["", f"Floorplan (hw/floorplan.py): {fp['weight_brams']} weight and {fp['code_brams']} code "
+                      f"block RAMs, {fp['multipliers']} multipliers at fixed sites"]
     lines += ["", "## Build times (s)", "", "| step | seconds |", "|---|---|"]
     for k, v in r["times_s"].items():
         lines.append(f"| {k} | {v} |")
@@ -991,13 +1014,15 @@ def cli(parser):
                         help="stop after synthesis and report utilization (also when it does not fit)")
     parser.add_argument("--patch", action="store_true",
                         help="only patch --model into the bitstream already built in OUTPUT (no place and route)")
-    parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="nextpnr placement seed (default: the board's for its build tile, else 1)")
     parser.add_argument("--matrix-clock-mhz", type=float, default=None, metavar="F",
                         help="clock of the core's tile streams in a domain of their own, a second PLL output "
-                             "(ECP5; e.g. 100 beside --clock-mhz 30; default and 0: one clock for the whole core)")
+                             "(ECP5; e.g. 100 beside --clock-mhz 30; 0: one clock for the whole core; default: "
+                             "ulx3s-85f 100 for its build tile, else 0)")
     parser.add_argument("--no-floorplan", action="store_true",
-                        help="with --matrix-clock-mhz: leave the weight block RAMs to the placer (default: fixed "
-                             "sites, hw/floorplan.py)")
+                        help="with a matrix clock: leave the weight and code block RAMs and the multipliers to the "
+                             "placer (default: fixed sites, hw/floorplan.py)")
     parser.add_argument("--router", default=None, choices=ROUTERS,
                         help="nextpnr router (default: router2 on the ULX3S, router1 on the iCEBreaker)")
     parser.add_argument("--nextpnr-args", default="", metavar="ARGS",
@@ -1005,7 +1030,7 @@ def cli(parser):
 
     def run(args):
         clock = None if args.clock_mhz is None else int(round(args.clock_mhz * 1e6))
-        lanes, clock, nextpnr_opts = build_defaults(args.board, args.lanes, clock, shlex.split(args.nextpnr_args))
+        lanes = build_defaults(args.board, args.lanes).lanes
         out = Path(args.output) if args.output else report_dir(args.board, board_target(args.board, lanes))
         if args.patch:
             if not args.model:
@@ -1018,9 +1043,9 @@ def cli(parser):
             compiled = _compiled_model(args.model, target, out, print)
             print(patch(out, compiled, board=args.board, target=target))
             return 0
-        r = build(args.board, out, lanes=lanes, clock_hz=clock, model=args.model, baud=args.baud,
+        r = build(args.board, out, lanes=args.lanes, clock_hz=clock, model=args.model, baud=args.baud,
                   synth_only=args.synth_only, seed=args.seed, router=args.router,
-                  nextpnr_opts=nextpnr_opts, floorplan=not args.no_floorplan,
+                  nextpnr_opts=shlex.split(args.nextpnr_args), floorplan=not args.no_floorplan,
                   matrix_clock_hz=None if args.matrix_clock_mhz is None else int(round(args.matrix_clock_mhz * 1e6)))
         print(f"{out}: {r['status']}")
         for clk, v in r.get("fmax", {}).items():

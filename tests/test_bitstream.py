@@ -69,19 +69,22 @@ def test_board_targets():
 
 
 def test_build_defaults():
-    # the ULX3S builds its routable 16x16 / 4 vector lanes unless told otherwise; the clock goes with it
-    beta = ("--placer-heap-beta", "0.8")
-    assert bs.build_defaults("ulx3s-85f") == ("16x16/4", 30_000_000, beta)
-    assert bs.build_defaults("ulx3s-85f", None, 45_000_000, ["--seed", "2"]) == ("16x16/4", 45_000_000,
-                                                                                 ("--seed", "2"))
-    assert bs.build_defaults("ulx3s-85f", "16x16") == ("16x16", None, ())       # the target's 100 MHz
-    assert bs.build_defaults("icebreaker") == (None, None, ())
+    # the ULX3S builds its routable 16x16 / 4 vector lanes unless told otherwise, with the tile streams at
+    # 100 MHz beside a 30 MHz sync, at the seed and options that routed it; what is given wins
+    S = bs.BuildSettings
+    opts = ("--placer-heap-beta", "0.8", "--threads", "2")
+    assert bs.build_defaults("ulx3s-85f") == S("16x16/4", 30_000_000, opts, 100_000_000, 3)
+    assert bs.build_defaults("ulx3s-85f", "16x16/4", 45_000_000, ["--placer", "static"], 0, 2) == \
+        S("16x16/4", 45_000_000, ("--placer", "static"), 0, 2)
+    assert bs.build_defaults("ulx3s-85f", None, None, None, 90_000_000) == S("16x16/4", 30_000_000, opts, 90_000_000, 3)
+    # another tile: the target's clock (16x16/16: 100 MHz), one clock, seed 1, no options
+    assert bs.build_defaults("ulx3s-85f", "16x16") == S("16x16", None, (), 0, 1)
+    assert bs.build_defaults("ulx3s-85f", "8x8", None, None, 100_000_000) == S("8x8", None, (), 100_000_000, 1)
+    assert bs.build_defaults("icebreaker") == S(None, None, (), 0, 1)
     assert (bs.DEVICES["ulx3s-85f"].build_router, bs.DEVICES["icebreaker"].build_router) == ("router2", "router1")
     with pytest.raises(MmfreeError, match="unknown board 'de10'"):
         bs.build_defaults("de10")
-    # the tile streams' own clock: none by default (not routed yet on the ULX3S); the serial core refuses one
-    assert (bs.DEVICES["ulx3s-85f"].build_matrix_clock_hz, bs.DEVICES["icebreaker"].build_matrix_clock_hz) == \
-        (None, None)
+    # the serial core has one clock
     with pytest.raises(MmfreeError, match="the serial core has one clock; --matrix-clock-mhz cannot be used"):
         bs.build("icebreaker", "/nonexistent/never-written", matrix_clock_hz=36_000_000, log=lambda *a: None)
 

