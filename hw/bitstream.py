@@ -106,7 +106,7 @@ DEVICES = {
                         # with 4 vector lanes it does. The tile streams at 100 MHz beside a 30 MHz sync side, with the
                         # die split between the clocks (hw/floorplan.py): routed at 104.03 MHz / 43.92 MHz with this
                         # seed and these options (nextpnr is deterministic for one netlist, seed, options and thread
-                        # count; of seven seeds and options tried, two met 100 MHz: docs/bitstreams.md)
+                        # count; of five placements with this floorplan all routed, two at 100 MHz: docs/bitstreams.md)
                         build_lanes="16x16/4", build_clock_hz=30_000_000, build_matrix_clock_hz=100_000_000,
                         build_seed=3, build_nextpnr_opts=("--placer-heap-beta", "0.8", "--threads", "2")),
     "icebreaker": Device(family="ice40", part="iCE40UP5K-SG48", luts=5280, ffs=5280, brams=30, bram_bits=4096,

@@ -56,7 +56,8 @@ LAYOUTS = {"LFE5U-85F": Layout(
                     for dx, i in ((0, 0), (1, 1), (4, 4), (5, 5))),
 )}
 
-_WMEM = re.compile(r"(?:^|\.)wmem(\d+)_(\d+)\.(\d+)\.(\d+)$")
+#: a weight block RAM: ``wmem{bank}_{group}.{r}.{c}`` (``wmem_{group}`` with one bank; ``Core.wmem_parts``)
+_WMEM = re.compile(r"(?:^|\.)wmem(\d*)_(\d+)\.(\d+)\.(\d+)$")
 _QBUF = re.compile(r"(?:^|\.)qbuf\.\d+\.\d+$")
 
 
@@ -84,7 +85,7 @@ def floorplan(netlist: dict, device: str) -> dict[str, str]:
     for name, cell in cells.items():
         hit = _WMEM.search(name)
         if cell["type"] == "DP16KD" and hit:
-            k, g, r, c = map(int, hit.groups())
+            k, g, r, c = (int(v or 0) for v in hit.groups())
             parts.setdefault((k, g), []).append(((c, r), name))
     if parts:
         columns = [xi for j, xi in enumerate(lay.ebr_columns) if j not in lay.centre]

@@ -157,6 +157,13 @@ def test_read_fmax(tmp_path):
             fmax={"clk": {"achieved_mhz": 6.83, "constraint_mhz": 100.0, "met": False}})
     r = B.read_fmax("ulx3s-85f", tmp_path, t)
     assert not r["available"] and r["reason"].startswith("build report is not routed (status: placed, routing")
+    # a two-clock build: its sync Fmax does not go with the one-clock harness's cycles
+    _report(tmp_path / "ulx3s-85f", target={"rows": 16, "cols": 16, "clock_hz": 30_000_000,
+                                            "matrix_clock_hz": 100_000_000},
+            fmax={"clk": {"achieved_mhz": 43.9, "constraint_mhz": 30.0, "met": True}})
+    r = B.read_fmax("ulx3s-85f", tmp_path, t)
+    assert not r["available"] and r["reason"] == ("build report is for two clocks (tile streams at 100 MHz); "
+                                                  "the harness measures the one-clock core")
 
 
 def test_read_fmax_other_tile(tmp_path):

@@ -83,6 +83,31 @@ def test_apply_floorplan_writes_bel_attributes(tmp_path):
     assert floorplan(_netlist(groups=0, qbuf=0, mults=0), PART) == {}
 
 
+def test_floorplan_one_bank():
+    cells = {f"core.wmem_{g}.0.{j}": {"type": "DP16KD", "attributes": {}} for g in range(2) for j in range(3)}
+    netlist = {"modules": {"top": {"attributes": {"top": 1}, "cells": cells}}}
+    bels = floorplan(netlist, PART)
+    assert len(bels) == 6 and all(_site(b)[1] == LAYOUT.weight_rows[0] for b in bels.values())
+
+
+def test_floorplan_names_are_the_cores():
+    """The names the floorplan looks for are the two-clock core's memories (Yosys names their block RAMs
+    ``MEMORY.{r}.{c}``)."""
+    import dataclasses
+
+    from mmfree.hw.bitstream import board_target, rtlil_memories
+    from mmfree.hw.core import Core
+
+    t = dataclasses.replace(board_target("ulx3s-85f", "16x16/4"), matrix_clock_hz=100_000_000)
+    core = Core(t, matrix_domain="mat")
+    names = {n for n, _, _ in rtlil_memories(rtlil.convert(core, name="core"))}
+    assert {f"wmem{k}_{g}" for k in range(3) for g in range(6)} <= names and "qbuf" in names
+    assert len(core.wmem_parts) == 18
+    cells = {f"core.{n}.0.0": {"type": "DP16KD", "attributes": {}} for n in names}
+    netlist = {"modules": {"top": {"attributes": {"top": 1}, "cells": cells}}}
+    assert len(floorplan(netlist, PART)) == 18 + 1
+
+
 @pytest.mark.parametrize("kwargs, part, msg", [
     ({}, "LFE5U-25F-6BG256C", "no floorplan layout for LFE5U-25F-6BG256C; layouts exist for LFE5U-85F"),
     ({"per_group": (9, 8, 8, 8, 8, 7)}, PART, "weight part wmem0_0 has 9 block RAMs; its band has 8 sites"),
