@@ -197,6 +197,25 @@ int main(int argc, char** argv) {
     const size_t RX_BUFFER = 1 << 16, TX_LIMIT = 1 << 16;
     int reset_left = 0;
 
+#ifdef MAT_HALF_PS
+    // The core's tile streams on a clock of their own (a target with matrix_clock_hz): mat_clk toggles
+    // every MAT_HALF_PS, and its edges are evaluated in time order between clk's; mat_rst goes with rst.
+    uint64_t mat_next = MAT_HALF_PS;
+    auto mat_edges_before = [&](uint64_t t) {
+        while (mat_next < t) {
+            top->mat_rst = reset_left > 0;
+            top->mat_clk = !top->mat_clk;
+            top->eval();
+#if VM_TRACE
+            if (tfp) tfp->dump(mat_next);
+#endif
+            mat_next += MAT_HALF_PS;
+        }
+    };
+#else
+    auto mat_edges_before = [](uint64_t) {};
+#endif
+
     auto tick = [&]() {
         top->rst = reset_left > 0;
         bool offer = !rxq.empty() && reset_left == 0;
@@ -206,18 +225,20 @@ int main(int argc, char** argv) {
         top->tx_ready = tx_ready;
         top->clk = 0;
         top->eval();
-        bool rx_take = offer && top->rx_ready;
-        bool tx_take = top->tx_valid && tx_ready && reset_left == 0;
-        uint8_t tx_byte = top->tx_data;
 #if VM_TRACE
         if (tfp) tfp->dump(time_ps);
 #endif
+        mat_edges_before(time_ps + 5000);
+        bool rx_take = offer && top->rx_ready;
+        bool tx_take = top->tx_valid && tx_ready && reset_left == 0;
+        uint8_t tx_byte = top->tx_data;
         time_ps += 5000;
         top->clk = 1;
         top->eval();
 #if VM_TRACE
         if (tfp) tfp->dump(time_ps);
 #endif
+        mat_edges_before(time_ps + 5000);
         time_ps += 5000;
         if (rx_take) rxq.pop();
         if (tx_take) txq.buf.push_back(tx_byte);

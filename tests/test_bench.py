@@ -157,13 +157,20 @@ def test_read_fmax(tmp_path):
             fmax={"clk": {"achieved_mhz": 6.83, "constraint_mhz": 100.0, "met": False}})
     r = B.read_fmax("ulx3s-85f", tmp_path, t)
     assert not r["available"] and r["reason"].startswith("build report is not routed (status: placed, routing")
-    # a two-clock build: its sync Fmax does not go with the one-clock harness's cycles
+    # a two-clock build: the clocks it was built at, met or not, go with the harness run at their ratio
     _report(tmp_path / "ulx3s-85f", target={"rows": 16, "cols": 16, "clock_hz": 30_000_000,
                                             "matrix_clock_hz": 100_000_000},
-            fmax={"clk": {"achieved_mhz": 43.9, "constraint_mhz": 30.0, "met": True}})
+            fmax={"clk": {"achieved_mhz": 43.9, "constraint_mhz": 30.0, "met": True},
+                  "mat_clk": {"achieved_mhz": 104.0, "constraint_mhz": 100.0, "met": True}})
     r = B.read_fmax("ulx3s-85f", tmp_path, t)
-    assert not r["available"] and r["reason"] == ("build report is for two clocks (tile streams at 100 MHz); "
-                                                  "the harness measures the one-clock core")
+    assert r["available"] and r["clock"] == "clk" and r["met"] is True
+    assert (r["clock_hz"], r["matrix_clock_hz"], r["clocks"]) == (30_000_000, 100_000_000,
+                                                                  {"clk": 43.9, "mat_clk": 104.0})
+    _report(tmp_path / "ulx3s-85f", target={"rows": 16, "cols": 16, "clock_hz": 30_000_000,
+                                            "matrix_clock_hz": 100_000_000},
+            fmax={"clk": {"achieved_mhz": 43.9, "constraint_mhz": 30.0, "met": True},
+                  "mat_clk": {"achieved_mhz": 90.8, "constraint_mhz": 100.0, "met": False}})
+    assert B.read_fmax("ulx3s-85f", tmp_path, t)["met"] is False
 
 
 def test_read_fmax_other_tile(tmp_path):
@@ -307,6 +314,26 @@ def test_report_without_fmax_and_quick(tmp_path):
     assert "no build report" in md and "Skipped (--quick)." in md
     assert f"at the paper's 61 MHz" in md
     assert "cycles.png" not in md
+
+
+def test_report_two_clocks(tmp_path):
+    """A two-clock build: the board's rate is the built sync clock over the cycles counted at the clocks'
+    ratio, and the tables name both clocks."""
+    rep = _measured()
+    r = rep["models"][0]
+    r["fmax"] = {"file": str(REPO / "bitstreams/ulx3s-85f-16x16v4/report.json"), "available": True, "clock": "clk",
+                 "achieved_mhz": 43.92, "constraint_mhz": 30.0, "met": True, "clock_hz": 30_000_000,
+                 "matrix_clock_hz": 100_000_000, "clocks": {"clk": 43.92, "mat_clk": 104.03},
+                 "source": {"commit": "b" * 40}}
+    r["compute_bound_tps"] = 30e6 / r["cycles_per_token"]
+    r["projected_tps"] = min(r["compute_bound_tps"], r["link"]["generate_bound_tps"])
+    md = B.report_markdown(rep, None)
+    assert ("two clocks built at 30 / 100 MHz (43.9, 104.0 MHz achieved, both met, built from `bbbbbbb`, "
+            "`bitstreams/ulx3s-85f-16x16v4/report.json`)") in md
+    assert f"{r['projected_tps']:,.0f} (30 / 100 MHz, both met)" in B.readme_section(rep)
+    r["fmax"]["met"] = False
+    del r["compute_bound_tps"], r["projected_tps"]
+    assert "– (timing not met)" in B.readme_section(rep)
 
 
 def test_readme_section():
