@@ -434,7 +434,7 @@ def _measure_model(name: str, tname: str, tokens: int, bitstreams: Path, log, la
     if "baud" in row:
         row["link"]["baud"] = row["baud"]
         row["link"]["generate_bound_tps"] = link_bound_tps(row["link"]["generate_down"], row["baud"])
-    if row["fmax"].get("available") and (not two or fm["met"]):
+    if fm.get("available") and (not two or fm["met"]):
         # one clock: the Fmax; two: the built clocks, at whose ratio the cycles were counted
         f = fm["clock_hz"] if two else fm["achieved_mhz"] * 1e6
         row["compute_bound_tps"] = f / pt["busy"]
@@ -696,10 +696,11 @@ def readme_section(rep: dict, report_dir: str = "bench") -> str:
             L.append(head + f"not supported: {why} | | | | |")
             continue
         fm = r["fmax"]
-        board = (f"{r['projected_tps']:,.0f} ({_clocks(fm)}, both met)" if r.get("projected_tps") and
-                 fm.get("matrix_clock_hz") else
-                 f"{r['projected_tps']:,.0f} ({fm['achieved_mhz']:.1f} MHz)" if r.get("projected_tps")
-                 else f"– ({fm.get('reason', 'no build report') if not fm.get('available') else 'timing not met'})")
+        if r.get("projected_tps"):
+            at = f"{_clocks(fm)}, both met" if fm.get("matrix_clock_hz") else f"{fm['achieved_mhz']:.1f} MHz"
+            board = f"{r['projected_tps']:,.0f} ({at})"
+        else:
+            board = f"– ({fm.get('reason', 'no build report') if not fm.get('available') else 'timing not met'})"
         hs = r["host"]
         L.append(head + f"{r['cycles_per_token']:,.0f} | {100 * r['utilization']:.1f} % | {board} | "
                  f"{_f(r['link'].get('generate_bound_tps'))} | {hs['harness_tps']:.1f} / "
